@@ -1,0 +1,37 @@
+# InterpLab: `make hub` serves the course on a local JupyterHub, `make test` runs the whole suite.
+# Each target bootstraps .venv on its own: nothing needs to be installed by hand first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.interplab-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install test lab hub build clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU wheel of torch first, pinned, so nothing pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+build: install
+	$(BIN)/interplab build
+
+lab: install
+	$(BIN)/interplab lab
+
+hub: install
+	$(BIN)/interplab hub
+
+clean:
+	rm -rf course/source course/release course/submitted course/autograded course/feedback \
+	       course/grades course/.interplab course/gradebook.db

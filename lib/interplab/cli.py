@@ -1,0 +1,102 @@
+"""The ``interplab`` command line (see README). Each subcommand's work lives in its own module;
+this file only parses arguments and turns known errors into one clear line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def default_course() -> Path:
+    """``--course`` default: ``$INTERPLAB_COURSE``, else ``course/`` at the repository root."""
+    if os.environ.get("INTERPLAB_COURSE"):
+        return Path(os.environ["INTERPLAB_COURSE"])
+    return repo_root() / "course"
+
+
+def repo_root() -> Path:
+    """The checkout this package is installed from (editable install), else the working directory."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "assignments").is_dir() else Path.cwd()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interplab", description="InterpLab course platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def course_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--course", type=Path, default=None, help="course root (default: $INTERPLAB_COURSE or ./course)")
+
+    p = sub.add_parser("build", help="build assignments: source, release, references, validation")
+    course_arg(p)
+    p.add_argument("assignments", nargs="*", help="assignment slugs (default: all in assignments/)")
+    p.add_argument("--skip-validation", action="store_true", help="do not execute the student version")
+
+    p = sub.add_parser("grade", help="autograde every submission of an assignment")
+    course_arg(p)
+    p.add_argument("assignment")
+    p.add_argument("--workers", type=int, default=None, help="parallel grading kernels (default: all cores)")
+    p.add_argument("--executor", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+
+    p = sub.add_parser("check", help="self-study: run a notebook and report every exercise")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+
+    p = sub.add_parser("lab", help="JupyterLab on the released notebooks, offline")
+    course_arg(p)
+    p.add_argument("--port", type=int, default=8888)
+
+    p = sub.add_parser("hub", help="the local JupyterHub (what `make hub` runs)")
+    course_arg(p)
+
+    p = sub.add_parser("zoo", help="the shipped models")
+    zoo = p.add_subparsers(dest="zoo_command", required=True)
+    zoo.add_parser("list", help="list models and their cards")
+    t = zoo.add_parser("train", help="retrain a model with its fixed seeds")
+    t.add_argument("name")
+    t.add_argument("--out", type=Path, default=None, help="where to write weights (default: the package)")
+    zoo.add_parser("verify", help="check every shipped model against its card")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if getattr(args, "course", "unset") is None:
+        args.course = default_course()
+    try:
+        if args.command == "build":
+            from interplab.autograder.build import build_command
+            return build_command(args)
+        if args.command == "grade":
+            from interplab.autograder.grade import grade_command
+            return grade_command(args)
+        if args.command == "check":
+            from interplab.runner import check_notebook_command
+            return check_notebook_command(args)
+        if args.command == "lab":
+            from interplab.runner import lab_command
+            return lab_command(args)
+        if args.command == "hub":
+            from interplab.autograder.hub import hub_command
+            return hub_command(args)
+        if args.command == "zoo":
+            from interplab.zoo.cli import zoo_command
+            return zoo_command(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"interplab {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+class UserError(Exception):
+    """An error the person running the command can act on; printed as one line, exit code 2."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The zoo: every model an assignment needs, trained by our own scripts and shipped as safetensors.
+
+Each model is one module in this package (nanoGPT style: a config dataclass, a plain training
+loop) that defines:
+
+- ``ZOO_NAME``: the model's name (``interplab zoo train ZOO_NAME``);
+- ``train(out_dir: Path) -> dict``: trains with fixed seeds, writes ``<name>.safetensors`` and
+  ``<name>.json`` (the card: recipe, training time, quality metrics) into ``out_dir``, returns the card;
+- ``load() -> torch.nn.Module``: builds the model from the shipped weights, never touching the network;
+- ``verify(model) -> dict[str, bool]``: quality checks on held-out data (used by ``interplab zoo verify``).
+
+Modules are discovered, so adding a model touches no shared file.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def registry() -> dict[str, ModuleType]:
+    """ZOO_NAME -> module, for every model module in this package."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        name = getattr(module, "ZOO_NAME", None)
+        if name:
+            found[name] = module
+    return found
+
+
+def module_for(name: str) -> ModuleType:
+    models = registry()
+    if name not in models:
+        raise KeyError(f"no zoo model {name!r}; known: {', '.join(sorted(models)) or 'none'}")
+    return models[name]
+
+
+def load(name: str) -> Any:
+    """Load a shipped zoo model by name (offline)."""
+    return module_for(name).load()
+
+
+def card(name: str) -> dict[str, Any]:
+    path = WEIGHTS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"zoo model {name!r} has no card at {path}; run `interplab zoo train {name}`")
+    return json.loads(path.read_text())
+
+
+def weights_path(name: str) -> Path:
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"zoo model {name!r} has no weights at {path}; run `interplab zoo train {name}`")
+    return path
