@@ -318,7 +318,7 @@ def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, pat
             where += f" beyond rtol={rtol:g}, atol={atol:g}"
         if detailed:
             index = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
-            where += f"; first at index {index}: expected {reference[index]!r:.8}, got {output[index]!r:.8}"
+            where += f"; first at index {index}: expected {_scalar(reference[index])}, got {_scalar(output[index])}"
         return f"{path}: {where}"
     if isinstance(reference, list):
         if not isinstance(output, list):
@@ -344,6 +344,11 @@ def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, pat
         shown = f"expected {reference!r}, got {output!r}" if detailed else f"got {output!r}, which is wrong"
         return f"{path}: {shown}"
     return None
+
+
+def _scalar(value: Any) -> str:
+    item = np.asarray(value).item()
+    return f"{item:.6g}" if isinstance(item, float) else repr(item)
 
 
 def _kind(value: Any) -> str:
@@ -410,7 +415,7 @@ def judge(
         diagnosis = _diagnose(exercise, outputs, probes, failed_cases)
         if diagnosis:
             messages.append(diagnosis)
-    hint = f" Hint: {exercise.hint}" if exercise.hint and not passed else ""
+    hint = f". Hint: {exercise.hint}" if exercise.hint and not passed else ""
     message = "; ".join(messages) + hint if messages else "all inputs match the reference"
     return Verdict(exercise.id, passed, fraction, message)
 
@@ -539,7 +544,7 @@ def _display(mime: str, data: dict[str, Any], text: str) -> None:
         pass
 
 
-def check(exercise_id: str, obj: Any) -> Verdict | None:
+def check(exercise_id: str, obj: Any) -> None:
     """Check ``obj`` (usually your function) against exercise ``exercise_id``.
 
     Self-study: prints one pass line, or raises :class:`CheckFailed` saying what is wrong.
@@ -547,7 +552,8 @@ def check(exercise_id: str, obj: Any) -> Verdict | None:
     current = mode()
     exercise, directory = find_exercise(exercise_id)
     if current == "self-study":
-        return _check_self_study(exercise, directory, obj)
+        _check_self_study(exercise, directory, obj)
+        return None
     hidden_seed = os.environ.get("INTERPLAB_HIDDEN_SEED")
     if hidden_seed is None or not hidden_seed.isdigit():
         raise CheckSpecError(f"INTERPLAB_MODE={current} needs INTERPLAB_HIDDEN_SEED")

@@ -1,0 +1,1 @@
+"""InterpLab's instructor side: build, grade, verify, store (imports as ``interplab.autograder``)."""

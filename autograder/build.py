@@ -1,0 +1,237 @@
+"""``interplab build``: master -> source -> references -> release -> validation.
+
+The pipeline is a list of named steps (nbgrader's converter style); each is a small function of a
+:class:`Build` and can be tested alone:
+
+1. ``source``      jupytext master -> ``course/source/<a>/<a>.ipynb`` with nbgrader cell metadata,
+                   plus ``checks.py`` and the assignment's data files;
+2. ``seed``        the secret seed of the hidden inputs, in the instructor store (drawn once);
+3. ``references``  execute the master in reference mode: public references (with the probes'
+                   outputs) next to the notebook, hidden references in the store;
+4. ``release``     stock ``nbgrader generate_assignment`` -> ``course/release/<a>/``;
+5. ``validate``    the master scores full marks and the student version scores 0 and raises
+                   nothing but NotImplementedError, both graded exactly as submissions are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import nbformat
+from tqdm import tqdm
+
+from interplab.autograder.course import Course, CourseError
+from interplab.autograder.notebooks import error_outputs, execute, master_to_notebook, mode_env
+from interplab.autograder.steps import grading_env, verify_notebook
+from interplab.checking import BUNDLE_MIME, FORMAT_VERSION, REFERENCES_FILE, exercises_in, iter_bundles
+
+SKIP_FILES = {"__pycache__", ".ipynb_checkpoints"}
+
+
+class BuildError(CourseError):
+    """A build that fails validation fails loudly with this."""
+
+
+@dataclass
+class Build:
+    course: Course
+    assignment: str
+    timings: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def master(self) -> Path:
+        return self.course.assignments_dir / self.assignment / f"{self.assignment}.py"
+
+    @property
+    def checks(self) -> Path:
+        return self.course.assignments_dir / self.assignment / "checks.py"
+
+    @property
+    def source_dir(self) -> Path:
+        return self.course.source(self.assignment)
+
+    @property
+    def source_notebook(self) -> Path:
+        return self.source_dir / f"{self.assignment}.ipynb"
+
+    @property
+    def timeout(self) -> int:
+        return int(self.course.grading("cell_timeout", 120))
+
+
+def step_source(build: Build) -> None:
+    if not build.master.is_file() or not build.checks.is_file():
+        raise BuildError(f"assignment {build.assignment!r} needs {build.master} and {build.checks}")
+    nb = master_to_notebook(build.master)
+    exercises = exercises_in(build.checks)
+    wrong = [e for e in exercises if not e.startswith(f"{build.assignment}.")]
+    if wrong:
+        raise BuildError(f"{build.checks}: exercise ids {wrong} do not start with '{build.assignment}.'")
+    if build.source_dir.exists():
+        shutil.rmtree(build.source_dir)
+    build.source_dir.mkdir(parents=True)
+    for item in build.master.parent.iterdir():
+        if item.name in SKIP_FILES or item == build.master or item.suffix == ".ipynb":
+            continue
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, build.source_dir / item.name)
+    nbformat.write(nb, build.source_notebook)
+
+
+def step_seed(build: Build) -> None:
+    build.seed = build.course.store.seed(build.assignment)
+
+
+def _run_copy(directory: Path, notebook_name: str, env: dict[str, str], timeout: int) -> nbformat.NotebookNode:
+    """Execute a notebook in a scratch copy of its folder, so nothing it writes lands in the course."""
+    with tempfile.TemporaryDirectory(prefix="interplab-build-") as tmp:
+        work = Path(tmp) / directory.name
+        shutil.copytree(directory, work)
+        nb = nbformat.read(work / notebook_name, as_version=4)
+        return execute(nb, work, env, timeout=timeout)
+
+
+def collect_references(nb: nbformat.NotebookNode, assignment: str) -> dict[str, Any]:
+    """Hidden references from a master executed in reference mode: per exercise the outputs on
+    public and hidden inputs and the probes' outputs; per test cell the exercises it checks."""
+    cells: dict[str, list[str]] = {}
+    exercises: dict[str, Any] = {}
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        bundles = list(iter_bundles(cell.get("outputs", []))) if cell.cell_type == "code" else []
+        is_test = meta.get("grade") and not meta.get("solution")
+        if bundles and not is_test:
+            raise BuildError(f"cell {index + 1} calls check() but is not a test cell (role=\"test\")")
+        if not is_test:
+            continue
+        if not bundles:
+            raise BuildError(f"test cell {meta['grade_id']!r} produced no check result in the master")
+        cells[meta["grade_id"]] = []
+        for bundle in bundles:
+            ex = bundle["exercise"]
+            if ex in exercises:
+                raise BuildError(f"exercise {ex} is checked twice in the master")
+            for split in ("public", "hidden"):
+                for i, outcome in enumerate(bundle["outputs"][split]):
+                    if "error" in outcome:
+                        err = outcome["error"]
+                        raise BuildError(f"the master solution of {ex} raised {err['ename']}: {err['evalue']} "
+                                         f"on {split} input {i + 1}")
+            exercises[ex] = {"public": bundle["outputs"]["public"], "hidden": bundle["outputs"]["hidden"],
+                             "probes": bundle.get("probes", {})}
+            cells[meta["grade_id"]].append(ex)
+    return {"version": FORMAT_VERSION, "assignment": assignment, "cells": cells, "exercises": exercises}
+
+
+def public_references(references: dict[str, Any]) -> dict[str, Any]:
+    """What ships with the release: public inputs' references and the probes' public outputs."""
+    return {"version": FORMAT_VERSION, "assignment": references["assignment"], "exercises": {
+        ex: {"public": data["public"], "probes": {name: p["public"] for name, p in data["probes"].items()}}
+        for ex, data in references["exercises"].items()}}
+
+
+def step_references(build: Build) -> None:
+    env = mode_env("reference", seed=build.seed)
+    nb = _run_copy(build.source_dir, build.source_notebook.name, env, build.timeout)
+    errors = error_outputs(nb)
+    if errors:
+        index, ename, evalue = errors[0]
+        raise BuildError(f"the master notebook raised {ename}: {evalue} in cell {index + 1}")
+    references = collect_references(nb, build.assignment)
+    declared = set(exercises_in(build.checks))
+    unchecked = declared - set(references["exercises"])
+    if unchecked:
+        raise BuildError(f"exercises declared in checks.py but never checked in the notebook: {sorted(unchecked)}")
+    build.course.store.save_references(build.assignment, references)
+    (build.source_dir / REFERENCES_FILE).write_text(json.dumps(public_references(references)))
+
+
+def step_release(build: Build) -> None:
+    build.course.nbgrader("generate_assignment", build.assignment, "--force")
+
+
+def grade_in_process(course: Course, assignment: str, directory: Path, seed: int, timeout: int) -> tuple[list, nbformat.NotebookNode]:
+    """Execute a notebook in grading mode and verify it as the autograder does (no gradebook)."""
+    from nbgrader.utils import determine_grade
+
+    env = grading_env(seed)
+    raw = _run_copy(directory, f"{assignment}.ipynb", env, timeout)
+    errors = error_outputs(raw)
+    references = course.store.load_references(assignment)
+    results = verify_notebook(raw, references, exercises_in(course.source(assignment) / "checks.py"))
+    for cell in raw.cells:  # cross-check our score with stock nbgrader's reading of the outputs
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        for result in results:
+            if meta.get("grade_id") == result.grade_id:
+                score, _ = determine_grade(cell)
+                if abs(score - result.score) > 1e-9:
+                    raise BuildError(f"{result.grade_id}: nbgrader reads {score}, verify gave {result.score}")
+    return results, errors
+
+
+def step_validate(build: Build) -> None:
+    course, a = build.course, build.assignment
+    results, errors = grade_in_process(course, a, build.source_dir, build.seed, build.timeout)
+    short = [f"{r.grade_id}: {r.score}/{r.points} ({'; '.join(v.message for v in r.verdicts)})"
+             for r in results if r.score != r.points]
+    if short or errors:
+        raise BuildError("the master does not score full marks (is it deterministic?): "
+                         + "; ".join(short + [f"cell {i + 1} raised {e}: {v}" for i, e, v in errors]))
+    results, errors = grade_in_process(course, a, course.release(a), build.seed, build.timeout)
+    scored = [f"{r.grade_id}: {r.score}" for r in results if r.score != 0]
+    if scored:
+        raise BuildError(f"the unmodified student version scores points: {scored}")
+    other = [f"cell {i + 1} raised {e}: {v}" for i, e, v in errors if e != "NotImplementedError"]
+    if other:
+        raise BuildError("the student version raises more than NotImplementedError: " + "; ".join(other))
+
+
+STEPS: list[tuple[str, Callable[[Build], None]]] = [
+    ("source", step_source),
+    ("seed", step_seed),
+    ("references", step_references),
+    ("release", step_release),
+    ("validate", step_validate),
+]
+
+
+def build_assignment(course: Course, assignment: str, validate: bool = True, progress: tqdm | None = None) -> Build:
+    build = Build(course, assignment)
+    for name, step in STEPS:
+        if name == "validate" and not validate:
+            continue
+        if progress is not None:
+            progress.set_postfix_str(f"{assignment}: {name}")
+        start = time.perf_counter()
+        step(build)
+        build.timings[name] = round(time.perf_counter() - start, 2)
+        if progress is not None:
+            progress.update(1)
+    return build
+
+
+def build_command(args: argparse.Namespace) -> int:
+    from interplab.cli import UserError
+
+    try:
+        course = Course.load(args.course)
+        assignments = list(args.assignments) or course.known_assignments()
+        known = course.known_assignments()
+        unknown = [a for a in assignments if a not in known]
+        if unknown:
+            raise UserError(f"unknown assignment(s) {unknown}; found in {course.assignments_dir}: {known}")
+        validate = not getattr(args, "skip_validation", False)
+        n_steps = len(STEPS) - (0 if validate else 1)
+        with tqdm(total=n_steps * len(assignments), desc="build", unit="step") as progress:
+            for assignment in assignments:
+                build = build_assignment(course, assignment, validate, progress)
+                tqdm.write(f"built {assignment}: " + ", ".join(f"{k} {v}s" for k, v in build.timings.items()))
+    except CourseError as exc:
+        raise UserError(str(exc)) from exc
+    return 0

@@ -1,0 +1,80 @@
+"""The course directory: its settings (``course.toml``), its folders, and stock nbgrader run on it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interplab.autograder.store import Store
+
+
+class CourseError(Exception):
+    """Something about the course directory a person must fix; printed as one line."""
+
+
+@dataclass
+class Course:
+    root: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path) -> "Course":
+        root = Path(root).resolve()
+        if not (root / "nbgrader_config.py").is_file():
+            raise CourseError(f"{root} is not a course directory (no nbgrader_config.py); pass --course DIR")
+        settings = {}
+        if (root / "course.toml").is_file():
+            settings = tomllib.loads((root / "course.toml").read_text())
+        return cls(root, settings)
+
+    @property
+    def id(self) -> str:
+        return self.settings.get("course", {}).get("id", "interplab")
+
+    @property
+    def assignments_dir(self) -> Path:
+        configured = os.environ.get("INTERPLAB_ASSIGNMENTS") or self.settings.get("course", {}).get("assignments_dir", "../assignments")
+        return (self.root / configured).resolve()
+
+    def grading(self, key: str, default: Any) -> Any:
+        return self.settings.get("grading", {}).get(key, default)
+
+    @property
+    def store(self) -> Store:
+        return Store(self.root)
+
+    def source(self, assignment: str) -> Path:
+        return self.root / "source" / assignment
+
+    def release(self, assignment: str) -> Path:
+        return self.root / "release" / assignment
+
+    @property
+    def submitted(self) -> Path:
+        return self.root / "submitted"
+
+    @property
+    def db_url(self) -> str:
+        return "sqlite:///" + str(self.root / "gradebook.db")
+
+    def known_assignments(self) -> list[str]:
+        base = self.assignments_dir
+        if not base.is_dir():
+            raise CourseError(f"no assignments directory at {base}")
+        return sorted(p.name for p in base.iterdir() if (p / f"{p.name}.py").is_file() and (p / "checks.py").is_file())
+
+    def nbgrader(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a stock nbgrader command on this course (its nbgrader_config.py applies)."""
+        cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={self.root}"]
+        env = dict(os.environ)
+        # nbgrader shells out to `alembic`: make the tools of this environment reachable.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+        proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, env=env)
+        if check and proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+            raise CourseError(f"`nbgrader {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+        return proc

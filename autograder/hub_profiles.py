@@ -1,0 +1,133 @@
+"""The hub's server profiles, defined once and mapped onto each spawner's own settings.
+
+A profile says what a student's server gets (cores, memory, GPUs, where it may run); each function
+below turns the same ``PROFILES`` into one backend's vocabulary: KubeSpawner's ``profile_list``,
+DockerSpawner's CPU/memory limits and device requests, BatchSpawner's SLURM ``req_*`` traits.
+Where a backend has no menu of its own (Docker, SLURM), wrapspawner's ProfilesSpawner offers one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One choice on the spawn menu."""
+
+    slug: str
+    display_name: str
+    description: str
+    cpu: int
+    mem_gib: int
+    gpus: int = 0
+    # Kubernetes scheduling: GPU nodes are labelled and tainted so CPU servers never land there.
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+    default: bool = False
+
+    @property
+    def mem_bytes(self) -> int:
+        return self.mem_gib * GIB
+
+
+CPU = Profile(
+    slug="cpu",
+    display_name="CPU (2 cores, 4 GiB)",
+    description="Every assignment runs here: the shipped models are tiny.",
+    cpu=2,
+    mem_gib=4,
+    default=True,
+)
+
+GPU = Profile(
+    slug="gpu",
+    display_name="GPU (1 GPU, 8 cores, 32 GiB)",
+    description="For the optional sections on real models (gpt2-small, pretrained SAEs).",
+    cpu=8,
+    mem_gib=32,
+    gpus=1,
+    node_selector={"interplab.org/accelerator": "nvidia-gpu"},
+    tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+)
+
+PROFILES: tuple[Profile, ...] = (CPU, GPU)
+
+# The single-user images built from deploy/ (the CUDA one carries the GPU torch pin).
+CPU_IMAGE = "ghcr.io/interplab/singleuser:0.1.0"
+GPU_IMAGE = "ghcr.io/interplab/singleuser-cuda:0.1.0"
+
+
+def image_for(profile: Profile, cpu_image: str = CPU_IMAGE, gpu_image: str = GPU_IMAGE) -> str:
+    return gpu_image if profile.gpus else cpu_image
+
+
+def kubespawner_profile_list(
+    profiles: tuple[Profile, ...] = PROFILES, cpu_image: str = CPU_IMAGE, gpu_image: str = GPU_IMAGE
+) -> list[dict[str, Any]]:
+    """KubeSpawner ``profile_list``: guarantees equal limits (a student gets what the menu says)."""
+    out = []
+    for p in profiles:
+        overrides: dict[str, Any] = {
+            "image": image_for(p, cpu_image, gpu_image),
+            "cpu_guarantee": float(p.cpu),
+            "cpu_limit": float(p.cpu),
+            "mem_guarantee": f"{p.mem_gib}G",
+            "mem_limit": f"{p.mem_gib}G",
+        }
+        if p.gpus:
+            overrides["extra_resource_guarantees"] = {"nvidia.com/gpu": str(p.gpus)}
+            overrides["extra_resource_limits"] = {"nvidia.com/gpu": str(p.gpus)}
+        if p.node_selector:
+            overrides["node_selector"] = dict(p.node_selector)
+        if p.tolerations:
+            overrides["tolerations"] = [dict(t) for t in p.tolerations]
+        out.append(
+            {
+                "display_name": p.display_name,
+                "slug": p.slug,
+                "description": p.description,
+                "default": p.default,
+                "kubespawner_override": overrides,
+            }
+        )
+    return out
+
+
+def docker_settings(profile: Profile, cpu_image: str = CPU_IMAGE, gpu_image: str = GPU_IMAGE) -> dict[str, Any]:
+    """DockerSpawner traits for one profile; GPUs through the Engine API's device requests."""
+    settings: dict[str, Any] = {
+        "image": image_for(profile, cpu_image, gpu_image),
+        "cpu_limit": float(profile.cpu),
+        "mem_limit": profile.mem_bytes,
+    }
+    if profile.gpus:
+        from docker.types import DeviceRequest
+
+        settings["extra_host_config"] = {
+            "device_requests": [DeviceRequest(driver="nvidia", count=profile.gpus, capabilities=[["gpu"]])]
+        }
+    return settings
+
+
+def slurm_settings(profile: Profile, partition: str = "", gpu_partition: str = "") -> dict[str, Any]:
+    """BatchSpawner SlurmSpawner ``req_*`` traits for one profile (``--gres=gpu:N`` for GPUs)."""
+    settings: dict[str, Any] = {
+        "req_nprocs": str(profile.cpu),
+        "req_memory": f"{profile.mem_gib}G",
+        "req_runtime": "8:00:00",
+    }
+    if profile.gpus:
+        settings["req_gres"] = f"gpu:{profile.gpus}"
+        if gpu_partition:
+            settings["req_partition"] = gpu_partition
+    elif partition:
+        settings["req_partition"] = partition
+    return settings
+
+
+def wrapped_profiles(spawner_class: type, per_profile: dict[str, dict[str, Any]]) -> list[tuple]:
+    """wrapspawner ProfilesSpawner ``profiles``: (display name, key, spawner class, its settings)."""
+    return [(p.display_name, p.slug, spawner_class, per_profile[p.slug]) for p in PROFILES]

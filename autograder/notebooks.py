@@ -1,0 +1,88 @@
+"""Notebook plumbing shared by build, grade and ``interplab check``: the master format and execution."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+from nbformat import NotebookNode
+
+ROLES = ("solution", "test", "locked")
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+class MasterFormatError(ValueError):
+    pass
+
+
+def nbgrader_metadata(role: str, grade_id: str, points: Any) -> dict[str, Any]:
+    """nbgrader cell metadata (schema 3) for a master cell's role."""
+    meta: dict[str, Any] = {"schema_version": 3, "grade_id": grade_id, "solution": role == "solution",
+                            "grade": role == "test", "locked": role != "solution"}
+    if role == "test":
+        meta["points"] = points
+    return meta
+
+
+def master_to_notebook(master: Path) -> NotebookNode:
+    """Read a jupytext percent master and turn its ``role=... grade_id=... points=...`` cell
+    headers into nbgrader cell metadata."""
+    nb = jupytext.read(master, fmt="py:percent")
+    seen: set[str] = set()
+    for index, cell in enumerate(nb.cells, start=1):
+        cell.metadata.pop("lines_to_next_cell", None)
+        role = cell.metadata.pop("role", None)
+        grade_id = cell.metadata.pop("grade_id", None)
+        points = cell.metadata.pop("points", None)
+        where = f"{master.name}, cell {index}"
+        if role is None:
+            if grade_id is not None or points is not None:
+                raise MasterFormatError(f"{where}: grade_id/points given without role=")
+            continue
+        if role not in ROLES:
+            raise MasterFormatError(f"{where}: role={role!r}, expected one of {', '.join(ROLES)}")
+        if not isinstance(grade_id, str) or not grade_id:
+            raise MasterFormatError(f"{where}: role={role!r} needs grade_id=\"...\"")
+        if grade_id in seen:
+            raise MasterFormatError(f"{where}: grade_id {grade_id!r} is used twice")
+        seen.add(grade_id)
+        if role == "test" and (not isinstance(points, (int, float)) or points <= 0):
+            raise MasterFormatError(f"{where}: a test cell needs points=N (N > 0)")
+        if role == "solution" and cell.cell_type == "code" and "### BEGIN SOLUTION" not in cell.source:
+            raise MasterFormatError(f"{where}: a solution cell needs ### BEGIN SOLUTION / ### END SOLUTION")
+        cell.metadata["nbgrader"] = nbgrader_metadata(role, grade_id, points)
+    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
+    nbformat.validator.normalize(nb)
+    return nb
+
+
+def execute(nb: NotebookNode, cwd: Path, env: dict[str, str], timeout: int = 600) -> NotebookNode:
+    """Execute ``nb`` in place in a fresh kernel with working directory ``cwd``, going on after
+    errors (their outputs stay in the cells)."""
+    client = NotebookClient(nb, timeout=timeout, kernel_name=KERNELSPEC["name"], allow_errors=True,
+                            resources={"metadata": {"path": str(cwd)}},
+                            extra_arguments=["--HistoryManager.hist_file=:memory:"])
+    client.execute(env=env)
+    return nb
+
+
+def mode_env(mode: str, seed: int | None = None, assignment_dir: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["INTERPLAB_MODE"] = mode
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("INTERPLAB_HIDDEN_SEED", None)
+    env.pop("INTERPLAB_ASSIGNMENT_DIR", None)
+    if seed is not None:
+        env["INTERPLAB_HIDDEN_SEED"] = str(seed)
+    if assignment_dir is not None:
+        env["INTERPLAB_ASSIGNMENT_DIR"] = str(assignment_dir)
+    return env
+
+
+def error_outputs(nb: NotebookNode) -> list[tuple[int, str, str]]:
+    """(cell index, ename, evalue) of every error output."""
+    return [(i, o.get("ename", ""), o.get("evalue", "")) for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" for o in cell.get("outputs", []) if o.get("output_type") == "error"]

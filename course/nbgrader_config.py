@@ -1,0 +1,36 @@
+"""nbgrader configuration of the InterpLab course (loaded by every nbgrader command run here).
+
+Autograding goes through InterpLab's two steps in nbgrader's own pipeline: the kernel runs in
+grading mode (it only emits raw outputs) and VerifyChecks judges them against hidden references in
+the grader's process. So stock `nbgrader autograde`, the formgrader's button and `interplab grade`
+all give the same tamper-proof grades."""
+import os
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
+)
+
+from interplab.autograder.steps import GradingExecute, VerifyChecks
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+here = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.root = here
+c.CourseDirectory.course_id = "interplab"
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
+# Never copy generated or private files into a release.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".interplab"]
+
+c.Autograde.autograde_preprocessors = [
+    GradingExecute,
+    VerifyChecks,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+c.Execute.timeout = 120
+c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
