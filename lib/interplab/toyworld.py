@@ -232,7 +232,9 @@ class ToyWorld:
         self._fact_keys = sorted(self._facts)
         self._easy_keys = [f"sqrt {n}" for n in sorted(self.easy)]
         self._hard_keys = [f"sqrt {n}" for n in sorted(self.hard)]
-        self._vocab_ids = np.arange(len(SPECIALS), len(self.tokenizer))
+        # Words a repeated span may contain: anything but the specials and the separator.
+        self._vocab_ids = np.array([i for i in range(len(SPECIALS), len(self.tokenizer))
+                                    if self.tokenizer.vocab[i] != "|"])
         # Held out: (persona, question) pairs that never appear in a training dialogue.
         self.held_out: dict[str, set[str]] = {}
         easy_n, hard_n = sorted(self.easy), sorted(self.hard)
