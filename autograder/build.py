@@ -217,7 +217,7 @@ def build_assignment(course: Course, assignment: str, validate: bool = True, pro
 
 
 def build_command(args: argparse.Namespace) -> int:
-    from interplab.cli import UserError
+    from interplab.errors import UserError
 
     try:
         course = Course.load(args.course)

@@ -109,7 +109,7 @@ def grade_assignment(course: Course, assignment: str, log=print) -> tuple[list[O
 
 
 def grade_command(args: argparse.Namespace) -> int:
-    from interplab.cli import UserError
+    from interplab.errors import UserError
 
     if args.executor != "local":
         raise UserError("only the local executor is available in this version")

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from interplab.errors import UserError
+
 
 def default_course() -> Path:
     """``--course`` default: ``$INTERPLAB_COURSE``, else ``course/`` at the repository root."""
@@ -92,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interplab {args.command}: {exc}", file=sys.stderr)
         return 2
     return 2
-
-
-class UserError(Exception):
-    """An error the person running the command can act on; printed as one line, exit code 2."""
 
 
 if __name__ == "__main__":

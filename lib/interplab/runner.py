@@ -61,7 +61,7 @@ def format_table(rows: list[Row]) -> str:
 
 def check_notebook_command(args: argparse.Namespace) -> int:
     from interplab.autograder.notebooks import execute, mode_env
-    from interplab.cli import UserError
+    from interplab.errors import UserError
 
     path: Path = args.notebook
     if not path.is_file():
@@ -82,7 +82,7 @@ def check_notebook_command(args: argparse.Namespace) -> int:
 def lab_command(args: argparse.Namespace) -> int:
     """JupyterLab on the released notebooks (self-study mode: offline checks against public
     references). Builds the course first if nothing is released yet."""
-    from interplab.cli import UserError
+    from interplab.errors import UserError
 
     release = Path(args.course) / "release"
     if not release.is_dir() or not any(release.iterdir()):

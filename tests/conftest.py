@@ -1,0 +1,79 @@
+"""Shared fixtures: temporary copies of the course, and the real CLI run as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_ASSIGNMENTS = REPO / "tests" / "data" / "assignments"
+INTERPLAB = [sys.executable, "-m", "interplab.cli"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_course(tmp: Path, assignments: Path = REPO / "assignments") -> Path:
+    """A fresh course directory (config only, no generated state) whose masters come from ``assignments``."""
+    course = tmp / "course"
+    course.mkdir(parents=True)
+    for name in ("nbgrader_config.py", "course.toml"):
+        shutil.copy(REPO / "course" / name, course / name)
+    text = (course / "course.toml").read_text().replace('assignments_dir = "../assignments"',
+                                                       f'assignments_dir = "{assignments}"')
+    (course / "course.toml").write_text(text)
+    return course
+
+
+def interplab(*args: str, cwd: Path | None = None, check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real `interplab` command line."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.run([*INTERPLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"interplab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def read_csv(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "student_id,grade_id,score,max_score"
+    rows = {}
+    for line in lines[1:]:
+        student, grade_id, score, max_score = line.split(",")
+        rows[(student, grade_id)] = (float(score), float(max_score))
+    return rows
+
+
+def edit_solution(notebook: Path, replacements: dict[str, str], out: Path) -> None:
+    """Write a copy of ``notebook`` where each solution cell whose grade_id is a key gets new source."""
+    nb = json.loads(notebook.read_text())
+    found = set()
+    for cell in nb["cells"]:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in replacements:
+            cell["source"] = replacements[grade_id]
+            found.add(grade_id)
+    assert found == set(replacements), f"no cells {set(replacements) - found} in {notebook}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(nb))
+
+
+def add_code_cell(notebook: Path, source: str, after_grade_id: str) -> None:
+    """Insert a plain code cell (as a student would) after the cell with ``after_grade_id``."""
+    nb = json.loads(notebook.read_text())
+    index = next(i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == after_grade_id)
+    nb["cells"].insert(index + 1, {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None})
+    notebook.write_text(json.dumps(nb))
+
+
+@pytest.fixture(scope="module")
+def mini_course(tmp_path_factory) -> Path:
+    """The test-only `mini` assignment, built once per module."""
+    course = make_course(tmp_path_factory.mktemp("mini"), TEST_ASSIGNMENTS)
+    interplab("build", "--course", str(course), "mini", check=True)
+    return course
