@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,9 @@ def config() -> HookedTransformerConfig:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 2500
+    steps: int = 1200
     batch: int = 64
-    lr: float = 1e-3
+    lr: float = 5e-3
     weight_decay: float = 0.01
     min_seq_len: int = 4
     max_seq_len: int = MAX_SEQ_LEN
@@ -123,11 +124,19 @@ def induction_prompts(batch: int, seq_len: int, generator: torch.Generator) -> d
 # ---------------------------------------------------------------------------------------------
 
 
+def _build() -> HookedTransformer:
+    with warnings.catch_warnings():
+        # TransformerLens 3.x steers users to TransformerBridge, which wraps Hugging Face models;
+        # a model built from a config alone is what HookedTransformer is still for.
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+        return HookedTransformer(config())
+
+
 def random_model(generator: torch.Generator, std: float = 0.2) -> HookedTransformer:
     """A freshly initialised model of the same architecture, every parameter (biases included)
     drawn from ``generator``: the input of checks that must not pass by accident on the
     trained weights."""
-    model = HookedTransformer(config())
+    model = _build()
     with torch.no_grad():
         for param in model.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * std)
@@ -194,7 +203,7 @@ def train(out_dir: Path | str, cfg: TrainConfig | None = None) -> dict[str, Any]
     torch.set_num_threads(1)  # reproducible and cheap: the recipe is timed on one thread
     try:
         generator = torch.Generator().manual_seed(cfg.seed)
-        model = HookedTransformer(config())
+        model = _build()
         _init(model, generator, cfg.init_std)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = time.perf_counter()
@@ -242,7 +251,7 @@ def load() -> HookedTransformer:
 
     from interplab.zoo import weights_path
 
-    model = HookedTransformer(config())
+    model = _build()
     model.load_state_dict(load_file(str(weights_path(ZOO_NAME))))
     return model.eval()
 

@@ -1,0 +1,232 @@
+"""The circuits assignment: zoo model, reference definitions cross-checked against TransformerLens,
+and every exercise's checks (reference passes, each known mistake is caught and named).
+
+Independent implementations used as oracles:
+- head scores: ``transformer_lens.head_detector.detect_head`` (error_measure="mul");
+- composition scores: ``HookedTransformer.all_composition_scores``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import circuits_solutions as sol
+from interplab.checking import PUBLIC_SEED, judge, load_spec_module
+from interplab.zoo import attn_only_2l
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKS = load_spec_module(ROOT / "assignments" / "circuits" / "checks.py")
+HIDDEN_SEED = 987654321
+SOLUTIONS = {
+    "circuits.per_token_loss": sol.per_token_loss,
+    "circuits.current_token_score": sol.current_token_score,
+    "circuits.previous_token_score": sol.previous_token_score,
+    "circuits.first_token_score": sol.first_token_score,
+    "circuits.induction_score": sol.induction_score,
+    "circuits.ablation_loss_increase": sol.ablation_loss_increase,
+    "circuits.logit_diff": sol.logit_diff,
+    "circuits.head_patching_effect": sol.head_patching_effect,
+    "circuits.full_ov_circuit": sol.full_ov_circuit,
+    "circuits.pos_qk_circuit": sol.pos_qk_circuit,
+    "circuits.composition_score": sol.composition_score,
+    "circuits.composition_scores": sol.composition_scores,
+}
+EXERCISES = {ex.id: ex for ex in CHECKS.EXERCISES}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny tensors: several threads only add overhead, and on a shared machine they oversubscribe.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return attn_only_2l.load()
+
+
+# --------------------------------------------------------------------------------------------
+# The zoo model
+# --------------------------------------------------------------------------------------------
+
+
+def test_zoo_model_verifies(model):
+    results = attn_only_2l.verify(model)
+    assert results and all(results.values()), results
+
+
+def test_load_works_offline(tmp_path):
+    # A fresh process with the hub switched off and an empty HF cache: loading must not need either.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code = ("from interplab.zoo import load; m = load('attn-only-2l'); "
+            "print(m.cfg.n_layers, m.cfg.n_heads, m.tokenizer is None)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "4", "True"]
+
+
+def test_data_helpers_are_seeded_and_well_formed():
+    a = attn_only_2l.repeated_tokens(3, 7, torch.Generator().manual_seed(1))
+    b = attn_only_2l.repeated_tokens(3, 7, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == (3, 15)
+    assert (a[:, 0] == attn_only_2l.BOS).all() and torch.equal(a[:, 1:8], a[:, 8:])
+    assert all(len(set(row[1:8].tolist())) == 7 for row in a)  # distinct within a half
+    p = attn_only_2l.induction_prompts(5, 9, torch.Generator().manual_seed(2))
+    differ = (p["clean"] != p["corrupted"])
+    assert differ.sum(dim=1).tolist() == [1] * 5  # exactly one corrupted position per prompt
+    assert torch.equal(p["corrupted"][differ], p["wrong"]) and not (p["correct"] == p["wrong"]).any()
+
+
+# --------------------------------------------------------------------------------------------
+# Reference head scores vs TransformerLens's head detector
+# --------------------------------------------------------------------------------------------
+
+
+def _with_toy_tokenizer(model):
+    """detect_head takes strings, so give the model an in-memory word-level tokenizer ("t5" -> 5,
+    "<bos>" -> 0). Nothing is downloaded: the vocabulary is built here."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<bos>": attn_only_2l.BOS, **{f"t{i}": i for i in range(1, attn_only_2l.D_VOCAB)}}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<bos>"))
+    backend.pre_tokenizer = WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<bos>",
+                                        pad_token="<bos>", add_bos_token=True)
+    tokenizer.init_kwargs["name_or_path"] = "interplab-attn-only-2l"  # TL reads it; add_bos_token=True skips any reload
+    model.cfg.default_prepend_bos = True
+    model.set_tokenizer(tokenizer)
+    return model
+
+
+def test_head_scores_match_transformer_lens_detect_head():
+    """Our scores average attention over the query positions where the target key exists; TL's
+    "mul" score is sum(pattern * detection) / sum(pattern), i.e. a sum over those positions divided
+    by ALL query positions L (each row of the pattern sums to 1), including query 0, which has no
+    previous token and in our definitions is excluded because it can only attend to itself. Hence,
+    on [BOS] + r + r with n = len(r) and L = 2n + 1:
+      TL previous_token = ours * (L - 1) / L
+      TL induction      = ours * n / L           (only the n second-half queries can score)
+      TL eye pattern    = (1 + ours_current * (L - 1)) / L   (query 0 scores 1 on itself)
+      TL column-0       = (1 + ours_first * (L - 1)) / L
+    With distinct tokens in each half, TL's induction pattern (shifted duplicate-token pattern) is
+    exactly our diagonal at offset -(n - 1) on the second half."""
+    from transformer_lens.head_detector import detect_head
+
+    model = _with_toy_tokenizer(attn_only_2l.load())
+    g = torch.Generator().manual_seed(7)
+    for n in (5, 11, 20):
+        tokens = attn_only_2l.repeated_tokens(1, n, g)
+        text = " ".join(f"t{t}" for t in tokens[0, 1:].tolist())
+        assert torch.equal(model.to_tokens(text), tokens)
+        _, cache = model.run_with_cache(tokens)
+        pattern = torch.stack([cache["pattern", layer] for layer in range(2)])  # layer batch head q k
+        L = tokens.shape[1]
+        ours = {name: torch.stack([fn(pattern[layer]) for layer in range(2)])
+                for name, fn in [("prev", sol.previous_token_score), ("ind", sol.induction_score),
+                                 ("cur", sol.current_token_score), ("first", sol.first_token_score)]}
+        tl = {
+            "prev": detect_head(model, text, "previous_token_head", error_measure="mul"),
+            "ind": detect_head(model, text, "induction_head", error_measure="mul"),
+            "cur": detect_head(model, text, torch.eye(L), error_measure="mul"),
+            "first": detect_head(model, text, torch.zeros(L, L).index_fill_(1, torch.tensor([0]), 1.0), error_measure="mul"),
+        }
+        torch.testing.assert_close(ours["prev"] * (L - 1) / L, tl["prev"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours["ind"] * n / L, tl["ind"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close((1 + ours["cur"] * (L - 1)) / L, tl["cur"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close((1 + ours["first"] * (L - 1)) / L, tl["first"], rtol=1e-4, atol=1e-5)
+        assert tl["ind"][1].max() * L / n > 0.9 and tl["prev"][0].max() * L / (L - 1) > 0.5  # the heads are there
+
+
+def test_composition_scores_match_transformer_lens(model):
+    """Our composition scores vs HookedTransformer.all_composition_scores (TL's own code), on the
+    shipped model and on a randomly initialised one."""
+    for m in (model, attn_only_2l.random_model(torch.Generator().manual_seed(3))):
+        for kind in "QKV":
+            theirs = m.all_composition_scores(kind)[0, :, 1, :]
+            torch.testing.assert_close(sol.composition_scores(m, kind), theirs, rtol=1e-3, atol=1e-5)
+
+
+def test_previous_token_head_feeds_the_induction_head_keys(model):
+    """The story the notebook tells: every induction head (the model has learned several, which is
+    why ablating one of them costs little) reads its keys mostly from the previous-token head:
+    in each induction head's column of the K-composition scores the previous-token head is the
+    largest, well above the scores of a randomly initialised model, and above its Q-composition."""
+    tokens = attn_only_2l.repeated_tokens(16, 15, torch.Generator().manual_seed(11))
+    _, cache = model.run_with_cache(tokens)
+    prev_head = int(sol.previous_token_score(cache["pattern", 0]).argmax())
+    induction_heads = (sol.induction_score(cache["pattern", 1]) > 0.9).nonzero()[:, 0].tolist()
+    assert induction_heads
+    with torch.no_grad():
+        k_comp, q_comp = sol.composition_scores(model, "K"), sol.composition_scores(model, "Q")
+        baseline = sol.composition_scores(attn_only_2l.random_model(torch.Generator().manual_seed(0)), "K").max()
+    for head in induction_heads:
+        assert int(k_comp[:, head].argmax()) == prev_head, k_comp
+        assert k_comp[prev_head, head] > 2 * baseline and k_comp[prev_head, head] > q_comp[prev_head, head]
+
+
+# --------------------------------------------------------------------------------------------
+# Every exercise: the reference passes, every probe fails and is named
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_exercise_has_a_reference_and_enough_points():
+    assert set(SOLUTIONS) == set(EXERCISES)
+    assert len(EXERCISES) >= 8
+
+
+def _run(exercise, fn):
+    return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", HIDDEN_SEED)}
+
+
+_REFERENCE_OUTPUTS: dict[str, dict] = {}
+
+
+def _reference(exercise_id):
+    if exercise_id not in _REFERENCE_OUTPUTS:
+        _REFERENCE_OUTPUTS[exercise_id] = _run(EXERCISES[exercise_id], SOLUTIONS[exercise_id])
+    return _REFERENCE_OUTPUTS[exercise_id]
+
+
+_PROBE_OUTPUTS: dict[str, dict] = {}
+
+
+def _probe_outputs(exercise_id):
+    if exercise_id not in _PROBE_OUTPUTS:
+        _PROBE_OUTPUTS[exercise_id] = {p.name: _run(EXERCISES[exercise_id], p.fn) for p in EXERCISES[exercise_id].probes}
+    return _PROBE_OUTPUTS[exercise_id]
+
+
+@pytest.mark.parametrize("exercise_id", sorted(SOLUTIONS))
+def test_reference_passes_its_own_check(exercise_id):
+    exercise = EXERCISES[exercise_id]
+    outputs = _reference(exercise_id)
+    for split in outputs:
+        for outcome in outputs[split]:
+            assert "output" in outcome, outcome
+    again = _run(exercise, SOLUTIONS[exercise_id])  # a second run from the same seeds is identical
+    verdict = judge(exercise, again, outputs, scored_split="hidden")
+    assert verdict.passed and verdict.fraction == 1.0, verdict.message
+
+
+@pytest.mark.parametrize("exercise_id,probe_name",
+                         [(ex.id, p.name) for ex in CHECKS.EXERCISES for p in ex.probes])
+def test_each_probe_fails_and_is_named(exercise_id, probe_name):
+    exercise = EXERCISES[exercise_id]
+    references = _reference(exercise_id)
+    probe_outputs = _probe_outputs(exercise_id)
+    probe = next(p for p in exercise.probes if p.name == probe_name)
+    verdict = judge(exercise, probe_outputs[probe_name], references, probes=probe_outputs, scored_split="hidden")
+    assert not verdict.passed
+    assert verdict.fraction == 0.0, f"probe {probe_name} matches the reference on some hidden input"
+    assert probe.message in verdict.message, verdict.message
