@@ -67,10 +67,10 @@ class Course:
             raise CourseError(f"no assignments directory at {base}")
         return sorted(p.name for p in base.iterdir() if (p / f"{p.name}.py").is_file() and (p / "checks.py").is_file())
 
-    def nbgrader(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def nbgrader(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a stock nbgrader command on this course (its nbgrader_config.py applies)."""
         cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={self.root}"]
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         # nbgrader shells out to `alembic`: make the tools of this environment reachable.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, env=env)

@@ -1,5 +1,17 @@
-"""``interplab grade ASSIGNMENT``: every submission through stock nbgrader autograde (with our
-GradingExecute + VerifyChecks steps, from the course's nbgrader_config.py), then feedback and a CSV.
+"""``interplab grade ASSIGNMENT``: grade every submission, in parallel, with one gradebook writer.
+
+The steps, in order:
+
+1. ``discover``  submissions in ``submitted/*/<a>/``; unknown students are added to the gradebook;
+2. ``sanitize``  each notebook with nbgrader's own sanitize preprocessors (locked and test cells
+                 restored from the gradebook), in this process: reads only;
+3. ``execute``   every sanitized notebook in grading mode on the executor (a local process pool or
+                 a dask cluster), results cached in the instructor store as they finish, so a killed
+                 run resumes where it stopped;
+4. ``record``    stock ``nbgrader autograde`` (one process, the only gradebook writer), whose
+                 GradingExecute step replays the cached executions and whose VerifyChecks step judges
+                 them; then stock ``nbgrader generate_feedback``;
+5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status.
 
 Submissions are never modified: nbgrader reads ``submitted/`` and writes ``autograded/``.
 """
@@ -7,26 +19,33 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
-import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
 from tqdm import tqdm
+from traitlets.config import Config
 
+from interplab.autograder import executors
 from interplab.autograder.course import Course, CourseError
+from interplab.autograder.executors import Job, JobResult
+from interplab.autograder.steps import execution_key, execution_path
 from interplab.autograder.store import write_atomic
 
-CSV_HEADER = ["student_id", "grade_id", "score", "max_score"]
+CSV_HEADER = ["student_id", "grade_id", "score", "max_score", "status"]
+SANITIZE = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
 
 
 @dataclass
-class Outcome:
+class Submission:
     student: str
-    ok: bool
-    seconds: float
-    error: str = ""
+    status: str = "ok"
+    jobs: list[Job] = field(default_factory=list)
 
 
 def discover_submissions(course: Course, assignment: str) -> list[str]:
@@ -49,33 +68,115 @@ def register_students(course: Course, students: list[str]) -> list[str]:
     return added
 
 
-def autograde_one(course: Course, assignment: str, student: str) -> Outcome:
-    start = time.perf_counter()
-    proc = course.nbgrader("autograde", assignment, f"--student={student}", "--force", check=False)
-    ok = proc.returncode == 0
-    error = "" if ok else (proc.stdout + proc.stderr).strip().splitlines()[-1:][0] if (proc.stdout + proc.stderr).strip() else "failed"
-    return Outcome(student, ok, time.perf_counter() - start, error)
+def assignment_notebooks(course: Course, assignment: str) -> list[str]:
+    with Gradebook(course.db_url, course.id) as gb:
+        return sorted(nb.name for nb in gb.find_assignment(assignment).notebooks)
 
 
-def grade_rows(course: Course, assignment: str, students: list[str]) -> list[list]:
+def released_files(course: Course, assignment: str) -> dict[str, bytes]:
+    """The files a grading kernel gets beside the notebook: the assignment's source files (the
+    instructor's copies, never the student's), without notebooks."""
+    source = course.source(assignment)
+    return {str(p.relative_to(source)): p.read_bytes() for p in sorted(source.rglob("*"))
+            if p.is_file() and p.suffix != ".ipynb" and "__pycache__" not in p.parts}
+
+
+def sanitize(course: Course, assignment: str, student: str, notebook: str, nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """nbgrader's sanitize steps, exactly as its Autograde converter runs them."""
+    config = Config({"CourseDirectory": {"root": str(course.root)}})
+    resources = {"nbgrader": {"student": student, "assignment": assignment, "notebook": notebook,
+                              "db_url": course.db_url}}
+    for step in SANITIZE:
+        nb, resources = step(config=config).preprocess(nb, resources)
+    return nb
+
+
+def job_key(nb: nbformat.NotebookNode, files: dict[str, bytes], seed: int) -> str:
+    digest = hashlib.sha256(execution_key(nb).encode())
+    for name, content in sorted(files.items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+    digest.update(str(seed).encode())
+    return digest.hexdigest()
+
+
+def prepare(course: Course, assignment: str, student: str, notebooks: list[str], files: dict[str, bytes],
+            seed: int) -> Submission:
+    folder = course.submitted / student / assignment
+    submission = Submission(student)
+    present = sorted(p.name for p in folder.glob("*.ipynb"))
+    problems = []
+    if not any(folder.iterdir()):
+        submission.status = "empty submission folder"
+        return submission
+    for notebook in notebooks:
+        path = folder / f"{notebook}.ipynb"
+        if not path.is_file():
+            others = [p for p in present if p != f"{notebook}.ipynb"]
+            problems.append(f"no {notebook}.ipynb" + (f" (found {', '.join(others)}: notebooks must keep their names)" if others else ""))
+            continue
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as exc:
+            problems.append(f"{notebook}.ipynb is not a valid notebook ({type(exc).__name__})")
+            continue
+        try:
+            nb = sanitize(course, assignment, student, notebook, nb)
+        except Exception as exc:
+            problems.append(f"{notebook}.ipynb could not be sanitized ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        grading = course.settings.get("grading", {})
+        submission.jobs.append(Job(
+            assignment=assignment, student=student, notebook=notebook, sanitized=nbformat.writes(nb), files=files,
+            seed=seed, key=job_key(nb, files, seed), cell_timeout=int(grading.get("cell_timeout", 120)),
+            notebook_timeout=int(grading.get("notebook_timeout", 900))))
+    if problems:
+        submission.status = "; ".join(problems)
+    return submission
+
+
+def cache_dir(course: Course, assignment: str) -> Path:
+    return course.store.assignment_dir(assignment) / "executions"
+
+
+def cached(cache: Path, job: Job) -> dict | None:
+    meta = execution_path(cache, job.student, job.notebook).with_suffix(".json")
+    if meta.is_file():
+        data = json.loads(meta.read_text())
+        if data.get("key") == job.key and execution_path(cache, job.student, job.notebook).is_file():
+            return data
+    return None
+
+
+def save_result(cache: Path, result: JobResult) -> None:
+    path = execution_path(cache, result.student, result.notebook)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, result.executed or "", mode=0o600)
+    write_atomic(path.with_suffix(".json"), json.dumps(
+        {"key": result.key, "status": result.status, "seconds": round(result.seconds, 3)}), mode=0o600)
+
+
+def grade_rows(course: Course, assignment: str, submissions: dict[str, Submission], statuses: dict[str, str]) -> list[list]:
+    """Every grade cell of every submission; a submission nbgrader could not grade gets 0 on each."""
     rows = []
     with Gradebook(course.db_url, course.id) as gb:
-        for student in students:
+        grade_cells = [(nb.name, cell.name, cell.max_score) for nb in gb.find_assignment(assignment).notebooks
+                       for cell in nb.grade_cells if cell.cell_type == "code"]
+        for student in sorted(submissions):
+            status = statuses.get(student, "ok")
+            scores = {}
             try:
-                submission = gb.find_submission(assignment, student)
+                for notebook in gb.find_submission(assignment, student).notebooks:
+                    for grade in notebook.grades:
+                        scores[(notebook.name, grade.name)] = grade.score
             except MissingEntry:
-                continue
-            for notebook in submission.notebooks:
-                for grade in notebook.grades:
-                    if grade.cell_type != "code":
-                        continue
-                    rows.append([student, grade.name, _num(grade.score), _num(grade.max_score)])
+                pass
+            for notebook, cell, max_score in grade_cells:
+                score = scores.get((notebook, cell))
+                rows.append([student, cell, _num(score if score is not None else 0), _num(max_score), status])
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
-def _num(value: float | None) -> float | int | str:
-    if value is None:
-        return ""
+def _num(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(float(value), 4)
 
 
@@ -87,7 +188,17 @@ def write_csv(path: Path, rows: list[list]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def grade_assignment(course: Course, assignment: str, log=print) -> tuple[list[Outcome], Path]:
+@dataclass
+class GradeReport:
+    csv_path: Path
+    statuses: dict[str, str]
+    executed: int
+    reused: int
+    kernel_seconds: float
+
+
+def grade_assignment(course: Course, assignment: str, executor: str = "local", workers: int | None = None,
+                     scheduler: str | None = None, log=print) -> GradeReport:
     if not course.store.references_path(assignment).is_file() or not course.source(assignment).is_dir():
         raise CourseError(f"assignment {assignment!r} is not built in {course.root}: run `interplab build {assignment}`")
     students = discover_submissions(course, assignment)
@@ -95,32 +206,54 @@ def grade_assignment(course: Course, assignment: str, log=print) -> tuple[list[O
         raise CourseError(f"no submissions found in {course.submitted}/*/{assignment}/")
     for student in register_students(course, students):
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
-    outcomes = []
-    with tqdm(total=len(students), desc=f"grade {assignment}", unit="submission") as bar:
-        for student in students:
-            outcome = autograde_one(course, assignment, student)
-            outcomes.append(outcome)
+
+    notebooks = assignment_notebooks(course, assignment)
+    files = released_files(course, assignment)
+    seed = course.store.seed(assignment, create=False)
+    submissions = {s: prepare(course, assignment, s, notebooks, files, seed) for s in students}
+
+    cache = cache_dir(course, assignment)
+    jobs = [job for sub in submissions.values() for job in sub.jobs]
+    todo = [job for job in jobs if cached(cache, job) is None]
+    kernel_seconds = 0.0
+    failures = 0
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"grade {assignment}", unit="notebook") as bar:
+        for result in executors.run(todo, executor, workers, scheduler):
+            save_result(cache, result)
+            kernel_seconds += result.seconds
+            failures += result.status != "ok"
             bar.update(1)
-            bar.set_postfix(failures=sum(not o.ok for o in outcomes))
+            bar.set_postfix(failures=failures)
+
+    statuses = {}
+    for student, sub in submissions.items():
+        problems = [sub.status] if sub.status != "ok" else []
+        for job in sub.jobs:
+            meta = cached(cache, job)
+            if meta and meta["status"] != "ok":
+                problems.append(f"{job.notebook}: {meta['status']}")
+        statuses[student] = "; ".join(problems) or "ok"
+
+    env = {"INTERPLAB_EXECUTION_CACHE": str(cache)}
+    course.nbgrader("autograde", assignment, "--force", check=False, env=env)
     course.nbgrader("generate_feedback", assignment, "--force", check=False)
     csv_path = course.root / "grades" / f"{assignment}.csv"
-    write_csv(csv_path, grade_rows(course, assignment, students))
-    return outcomes, csv_path
+    write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
+    return GradeReport(csv_path, statuses, len(todo), len(jobs) - len(todo), kernel_seconds)
 
 
 def grade_command(args: argparse.Namespace) -> int:
     from interplab.errors import UserError
 
-    if args.executor != "local":
-        raise UserError("only the local executor is available in this version")
     try:
         course = Course.load(args.course)
-        outcomes, csv_path = grade_assignment(course, args.assignment)
-    except CourseError as exc:
+        report = grade_assignment(course, args.assignment, args.executor, args.workers, args.scheduler)
+    except (CourseError, ValueError) as exc:
         raise UserError(str(exc)) from exc
-    failed = [o for o in outcomes if not o.ok]
-    for o in failed:
-        print(f"grading failed for {o.student}: {o.error}")
-    print(f"graded {len(outcomes) - len(failed)} of {len(outcomes)} submissions; grades in {csv_path}; "
+    problems = {s: st for s, st in report.statuses.items() if st != "ok"}
+    for student, status in sorted(problems.items()):
+        print(f"{student}: {status}")
+    print(f"graded {len(report.statuses)} submissions ({report.executed} executed, {report.reused} reused from an "
+          f"earlier run; {len(problems)} with problems); grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
-    return 1 if failed else 0
+    return 0

@@ -12,14 +12,18 @@ The course's ``nbgrader_config.py`` puts both in the pipeline, so any autograde 
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nbformat
+from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Unicode
+from traitlets import Integer, Unicode
 
 from interplab.checking import (
     BUNDLE_MIME, FORMAT_VERSION, RESULT_MIME, Exercise, MalformedData, Verdict, exercises_in, judge,
@@ -29,7 +33,7 @@ from interplab.autograder.store import Store
 CHECKS_FILE = "checks.py"
 
 
-def grading_env(seed: int, base: dict[str, str] | None = None) -> dict[str, str]:
+def grading_env(seed: int, base: dict[str, str] | None = None) -> dict[str, str]:  # noqa: D401
     """The environment of a grading kernel: grading mode and the hidden seed, nothing pointing at
     instructor files."""
     env = dict(os.environ if base is None else base)
@@ -44,16 +48,114 @@ def course_root_of(config: Any) -> Path:
 
 
 class GradingExecute(Execute):
-    """nbgrader's Execute, with the kernel in grading mode for the assignment being graded."""
+    """nbgrader's Execute, with the kernel in grading mode for the assignment being graded.
+
+    Beyond stock Execute: a per-notebook time limit, a cap on the output a cell may produce (check
+    results are always kept), a dead kernel ends the run with a clear error in the cell it died in
+    and "not run" in the cells after it, and, when ``replay_dir`` (or ``$INTERPLAB_EXECUTION_CACHE``)
+    holds an execution of exactly this sanitized notebook done by the parallel executor, its outputs
+    are used instead of running the notebook again."""
+
+    notebook_timeout = Integer(900, help="seconds for the whole notebook").tag(config=True)
+    max_cell_output_bytes = Integer(2_000_000, help="output kept per cell (check results always kept)").tag(config=True)
+    replay_dir = Unicode("", help="cache of executions made by `interplab grade`'s executors").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any], *args: Any, **kwargs: Any):
-        assignment = resources["nbgrader"]["assignment"]
-        self._kernel_env = grading_env(Store(course_root_of(self.config)).seed(assignment, create=False))
-        return super().preprocess(nb, resources, *args, **kwargs)
+        nbg = resources["nbgrader"]
+        replay = self.replay_dir or os.environ.get("INTERPLAB_EXECUTION_CACHE", "")
+        if replay:
+            cached = load_execution(Path(replay), nbg["student"], nbg["notebook"], nb)
+            if cached is not None:
+                self.log.info("Using the execution made by the grading executor for %s", nbg["student"])
+                for cell, done in zip(nb.cells, cached.cells):
+                    if cell.cell_type == "code":
+                        cell.outputs, cell.execution_count = done.get("outputs", []), done.get("execution_count")
+                return nb, resources
+        seed = resources.get("interplab", {}).get("seed")
+        if seed is None:
+            seed = Store(course_root_of(self.config)).seed(nbg["assignment"], create=False)
+        self._kernel_env = grading_env(seed, resources.get("interplab", {}).get("env"))
+        self._cell_index = -1
+        self._cell_bytes: dict[int, int] = {}
+        self._timed_out = False
+        timer = threading.Timer(self.notebook_timeout, self._notebook_time_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().preprocess(nb, resources, *args, **kwargs)
+        except DeadKernelError:
+            self._mark_dead(nb)
+            return nb, resources
+        finally:
+            timer.cancel()
 
     def start_new_kernel(self, **kwargs: Any) -> None:
         kwargs["env"] = self._kernel_env
         super().start_new_kernel(**kwargs)
+
+    def preprocess_cell(self, cell: NotebookNode, resources: dict[str, Any], index: int):
+        self._cell_index = index
+        if self._timed_out:
+            raise DeadKernelError("notebook time limit reached")
+        return super().preprocess_cell(cell, resources, index)
+
+    def _notebook_time_up(self) -> None:
+        self._timed_out = True
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if process is not None:
+            process.kill()
+
+    def _mark_dead(self, nb: NotebookNode) -> None:
+        if self._timed_out:
+            why = f"the notebook ran longer than its time limit ({self.notebook_timeout} s) and was stopped"
+        else:
+            why = "the kernel died (out of memory, a process limit, or the code exited or killed it)"
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or index < self._cell_index:
+                continue
+            text = why if index == self._cell_index else f"not run: {why} in an earlier cell"
+            cell.outputs = [o for o in cell.get("outputs", []) if index == self._cell_index]
+            cell.outputs.append(NotebookNode(output_type="error", ename="KernelDied", evalue=text,
+                                             traceback=[f"KernelDied: {text}"]))
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int):
+        content = msg.get("content", {})
+        if BUNDLE_MIME in content.get("data", {}):
+            return super().output(outs, msg, display_id, cell_index)
+        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        used = self._cell_bytes.get(cell_index, 0)
+        self._cell_bytes[cell_index] = used + size
+        if used + size <= self.max_cell_output_bytes:
+            return super().output(outs, msg, display_id, cell_index)
+        if used <= self.max_cell_output_bytes:
+            outs.append(NotebookNode(output_type="stream", name="stdout",
+                                     text=f"\n[output truncated: more than {self.max_cell_output_bytes} bytes]\n"))
+        return None
+
+
+def execution_key(nb: NotebookNode) -> str:
+    """What a cached execution must match: the sanitized cells' types and sources, in order."""
+    digest = hashlib.sha256()
+    for cell in nb.cells:
+        digest.update(cell.get("cell_type", "").encode() + b"\0" + cell.get("source", "").encode() + b"\1")
+    return digest.hexdigest()
+
+
+def execution_path(cache: Path, student: str, notebook: str) -> Path:
+    return cache / student / f"{notebook}.ipynb"
+
+
+def load_execution(cache: Path, student: str, notebook: str, sanitized: NotebookNode) -> NotebookNode | None:
+    path = execution_path(cache, student, notebook)
+    if not path.is_file():
+        return None
+    try:
+        done = nbformat.reads(path.read_text(), as_version=4)
+    except Exception:
+        return None
+    if done.metadata.get("interplab", {}).get("execution_key") != execution_key(sanitized):
+        return None
+    return done
 
 
 class VerifyChecks(NbGraderPreprocessor):

@@ -1,6 +1,7 @@
 """Shared fixtures: temporary copies of the course, and the real CLI run as a subprocess."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -40,13 +41,15 @@ def interplab(*args: str, cwd: Path | None = None, check: bool = False, timeout:
 
 
 def read_csv(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
-    lines = path.read_text().splitlines()
-    assert lines[0] == "student_id,grade_id,score,max_score"
-    rows = {}
-    for line in lines[1:]:
-        student, grade_id, score, max_score = line.split(",")
-        rows[(student, grade_id)] = (float(score), float(max_score))
-    return rows
+    """(student, grade_id) -> (score, max_score) from a grades CSV."""
+    return {key: (score, max_score) for key, (score, max_score, _) in read_csv_rows(path).items()}
+
+
+def read_csv_rows(path: Path) -> dict[tuple[str, str], tuple[float, float, str]]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["student_id", "grade_id", "score", "max_score", "status"]
+    return {(r[0], r[1]): (float(r[2]), float(r[3]), r[4]) for r in rows[1:]}
 
 
 def edit_solution(notebook: Path, replacements: dict[str, str], out: Path) -> None:

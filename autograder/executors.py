@@ -1,0 +1,133 @@
+"""Where grading kernels run: a local process pool (all cores by default) or a ``dask.distributed``
+cluster (the same code scales to Kubernetes or SLURM workers).
+
+A :class:`Job` is self-contained data: the sanitized notebook, the released files, the hidden seed
+and the limits. A worker needs no course directory, no gradebook and no instructor store, which is
+what lets it run on another machine; it returns the executed notebook as JSON text.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import nbformat
+from traitlets.config import Config
+
+
+@dataclass
+class Job:
+    assignment: str
+    student: str
+    notebook: str                 # notebook name without .ipynb
+    sanitized: str                # notebook JSON after nbgrader's sanitize steps
+    files: dict[str, bytes]       # released files, relative path -> content
+    seed: int
+    key: str                      # identifies this exact execution (notebook, files, seed)
+    cell_timeout: int = 120
+    notebook_timeout: int = 900
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    student: str
+    notebook: str
+    key: str
+    executed: str | None          # executed notebook JSON
+    status: str                   # "ok" or why the run went wrong
+    seconds: float                # wall time of the execution, kernel start included
+
+
+def run_job(job: Job) -> JobResult:
+    """Execute one sanitized notebook in grading mode in a fresh working directory that holds only
+    the notebook and the released files (the seed reaches the kernel through its environment)."""
+    from interplab.autograder.steps import GradingExecute, execution_key
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"interplab-{job.assignment}-") as tmp:
+        work = Path(tmp) / job.assignment
+        work.mkdir()
+        for relpath, content in job.files.items():
+            target = (work / relpath).resolve()
+            if work.resolve() not in target.parents:
+                raise ValueError(f"released file escapes the working directory: {relpath}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        nb = nbformat.reads(job.sanitized, as_version=4)
+        key = execution_key(nb)
+        (work / f"{job.notebook}.ipynb").write_text(job.sanitized)
+        config = Config({"Execute": {"timeout": job.cell_timeout},
+                         "GradingExecute": {"notebook_timeout": job.notebook_timeout}})
+        executor = GradingExecute(config=config)
+        resources = {"nbgrader": {"student": job.student, "assignment": job.assignment, "notebook": job.notebook,
+                                  "db_url": ""},
+                     "metadata": {"path": str(work)}, "interplab": {"seed": job.seed}}
+        try:
+            executor.preprocess(nb, resources)
+            status = execution_status(nb)
+        except Exception as exc:  # the kernel could not even start: grade what we have as errors
+            status = f"execution failed: {type(exc).__name__}: {str(exc)[:200]}"
+        nb.metadata["interplab"] = {"execution_key": key, "status": status}
+        return JobResult(job.student, job.notebook, job.key, nbformat.writes(nb), status,
+                         time.perf_counter() - start)
+
+
+def execution_status(nb: nbformat.NotebookNode) -> str:
+    """"ok", or the first run-level problem (kernel died, notebook time limit, cell time limit)."""
+    for index, cell in enumerate(nb.cells, start=1):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") != "error":
+                continue
+            if output.get("ename") == "KernelDied":
+                return f"cell {index}: {output.get('evalue')}"
+            if output.get("ename") == "CellTimeoutError":
+                return f"cell {index}: a cell ran longer than its time limit and was interrupted"
+    return "ok"
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_local(jobs: list[Job], workers: int | None = None) -> Iterator[JobResult]:
+    """Run jobs on a pool of local processes, yielding results as they finish."""
+    if not jobs:
+        return
+    workers = max(1, min(workers or default_workers(), len(jobs)))
+    if workers == 1:
+        for job in jobs:
+            yield run_job(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def run_dask(jobs: list[Job], scheduler: str) -> Iterator[JobResult]:
+    """Run jobs on a dask.distributed cluster. Workers need this package installed (the same
+    image as the single-user servers) and nothing else: jobs carry their files."""
+    from dask.distributed import Client, as_completed as dask_completed
+
+    if not jobs:
+        return
+    with Client(scheduler, timeout=30) as client:
+        futures = client.map(run_job, jobs, pure=False, key=[f"grade-{j.assignment}-{j.student}-{j.key[:12]}" for j in jobs])
+        for future in dask_completed(futures):
+            yield future.result()
+
+
+def run(jobs: list[Job], executor: str = "local", workers: int | None = None, scheduler: str | None = None) -> Iterable[JobResult]:
+    if executor == "local":
+        return run_local(jobs, workers)
+    if executor == "dask":
+        if not scheduler:
+            raise ValueError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+        return run_dask(jobs, scheduler)
+    raise ValueError(f"unknown executor {executor!r}")
