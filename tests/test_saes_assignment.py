@@ -1,0 +1,147 @@
+"""The saes assignment: every exercise's check passes the master's own solution and fails (naming
+the mistake) on each known-wrong variant; training checks reject an untrained answer.
+
+The reference solutions are taken from the master notebook itself (its locked and solution cells
+are executed into a namespace), so there is no second copy to drift. Independent implementations
+used as oracles: SAELens's TopK activation and explained-variance calculator, our library
+(``interplab.sae``: written separately, and itself cross-checked against SAELens in
+``test_sae_saelens.py``) for the loss, CE recovery and feature recovery, and Elhage et al.'s
+closed-form dimensionality of known geometries (antipodal pairs have D = 1/2).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from interplab import sae as sae_lib
+from interplab.checking import PUBLIC_SEED, judge, load_spec_module
+
+ROOT = Path(__file__).resolve().parents[1]
+MASTER = ROOT / "assignments" / "saes" / "saes.py"
+CHECKS = load_spec_module(ROOT / "assignments" / "saes" / "checks.py")
+EXERCISES = {ex.id: ex for ex in CHECKS.EXERCISES}
+HIDDEN_SEED = 4242
+
+
+def master_cells() -> list[tuple[str, str]]:
+    """(header, source) of every cell of the jupytext percent master."""
+    text = MASTER.read_text()
+    parts = re.split(r"^(# %%.*)$", text, flags=re.M)
+    return [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
+
+
+@pytest.fixture(scope="module")
+def solutions() -> dict[str, Any]:
+    torch.set_num_threads(1)
+    namespace: dict[str, Any] = {}
+    for header, source in master_cells():
+        if 'role="locked"' in header or 'role="solution"' in header:
+            exec(compile(source, str(MASTER), "exec"), namespace)
+    return namespace
+
+
+def _run(exercise, fn) -> dict[str, list]:
+    return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", HIDDEN_SEED)}
+
+
+def test_master_structure() -> None:
+    cells = master_cells()
+    solution_ids = {re.search(r'grade_id="impl_(\w+)"', h).group(1) for h, _ in cells if 'role="solution"' in h}
+    tested = set(re.findall(r'check\("saes\.(\w+)"', MASTER.read_text()))
+    assert solution_ids == tested == {e.split(".")[1] for e in EXERCISES}
+    assert len(EXERCISES) >= 10
+    for header, source in cells:
+        if 'role="solution"' in header:
+            assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
+            assert re.match(r"\s*def ", source), f"solution cells hold definitions only: {header}"
+
+
+@pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
+def test_reference_passes_and_probes_are_named(solutions, exercise_id) -> None:
+    exercise = EXERCISES[exercise_id]
+    fn = solutions[exercise_id.split(".")[1]]
+    reference = _run(exercise, fn)
+    assert all("output" in o for split in reference.values() for o in split), reference
+    again = _run(exercise, fn)
+    verdict = judge(exercise, again, reference, scored_split="hidden")
+    assert verdict.passed and verdict.fraction == 1.0, verdict.message
+    probe_outputs = {p.name: _run(exercise, p.fn) for p in exercise.probes}
+    for probe in exercise.probes:
+        v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
+        assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
+        assert probe.message in v.message, v.message
+
+
+def test_training_checks_reject_untrained_answers(solutions) -> None:
+    toy = EXERCISES["saes.train_toy_model"]
+    untrained = lambda n_features, d_hidden, **_: (torch.randn(d_hidden, n_features) * 0.1, torch.zeros(n_features))
+    reference = _run(toy, solutions["train_toy_model"])
+    assert judge(toy, _run(toy, untrained), reference).fraction == 0.0
+
+    sae_ex = EXERCISES["saes.train_sae"]
+    reference = _run(sae_ex, solutions["train_sae"])
+
+    def dense(x, d_sae, l1_coefficient, steps, generator):  # trained without the sparsity penalty
+        return solutions["train_sae"](x, d_sae, 0.0, steps, generator)
+
+    verdict = judge(sae_ex, _run(sae_ex, dense), reference)
+    assert verdict.fraction == 0.0 and "L0" in verdict.message
+
+    sparse = EXERCISES["saes.sparse_features"]
+    dense_batch = lambda batch, n_features, feature_probability, generator: torch.rand(batch, n_features, generator=generator)
+    assert judge(sparse, _run(sparse, dense_batch), _run(sparse, solutions["sparse_features"])).fraction == 0.0
+
+
+def test_solutions_agree_with_independent_implementations(solutions) -> None:
+    g = torch.Generator().manual_seed(0)
+    # TopK: SAELens's activation module.
+    from sae_lens.saes.topk_sae import TopK
+
+    pre = torch.randn(6, 20, generator=g) - 1
+    torch.testing.assert_close(solutions["topk_activation"](pre, 5), TopK(5)(pre))
+    # Explained variance: SAELens's calculator.
+    from sae_lens.evals import ExplainedVarianceCalculator
+
+    x = torch.randn(50, 8, generator=g) + 3
+    x_hat = x + torch.randn(50, 8, generator=g) * 0.5
+    calc = ExplainedVarianceCalculator()
+    calc.add_batch(sae_output=x_hat, hidden_acts=x)
+    assert float(solutions["explained_variance"](x, x_hat)) == pytest.approx(calc.compute(), abs=1e-5)
+    # SAE forward and loss: our library's SAE module.
+    sae = sae_lib.SAE(sae_lib.SAEConfig(d_in=8, d_sae=24, l1_coefficient=0.7), generator=g)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=g)
+        sae.b_dec.normal_(generator=g)
+        sae.W_dec.mul_(2.0)
+    w = {k: getattr(sae, k).detach() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    f, x_hat = solutions["sae_forward"](x, **w)
+    torch.testing.assert_close(f, sae.encode(x).detach())
+    assert float(solutions["sae_loss"](x, **w, l1_coefficient=0.7)) == pytest.approx(float(sae.loss(x)[0]), rel=1e-5)
+    # Feature recovery: the library's functions.
+    true, learned = torch.randn(5, 8, generator=g), torch.randn(9, 8, generator=g)
+    rec = solutions["feature_recovery"](true, learned)
+    assert rec["mmcs"] == pytest.approx(sae_lib.mean_max_cosine(true, learned), abs=1e-6)
+    assert rec["matched"] == pytest.approx(sae_lib.matched_cosine(true, learned), abs=1e-6)
+    # Dimensionality of known geometries: orthogonal features 1, an antipodal pair 1/2 each, absent 0.
+    W = torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    W[:, 3] = 1e-9
+    torch.testing.assert_close(solutions["feature_dimensionality"](W)[:3], torch.tensor([0.5, 0.5, 1.0]))
+    # CE loss recovered: the library's hook-based implementation, on the zoo model and SAE.
+    model, zoo_sae, world = solutions["lm"], solutions["zoo_sae"], solutions["world"]
+    batch = world.sample(20, 3)
+    mask = batch.labels["loss_mask"][:, 1:].bool()
+    ours = sae_lib.ce_loss_recovered(model, zoo_sae, batch.tokens, solutions["HOOK_NAME"], mask=mask)
+    theirs = solutions["ce_loss_recovered"](model, zoo_sae, batch.tokens, mask, solutions["HOOK_NAME"])
+    assert float(theirs) == pytest.approx(ours["ce_loss_recovered"], abs=1e-5)
+    # Resampling: the library's (randomised) resampler agrees on the invariants.
+    dead = torch.zeros(24, dtype=torch.bool)
+    dead[[2, 5]] = True
+    new = solutions["resample_dead"](**w, dead=dead, x=x)
+    torch.testing.assert_close(new["W_dec"][~dead], w["W_dec"][~dead])
+    torch.testing.assert_close(new["W_dec"][dead].norm(dim=-1), torch.ones(2))
+    assert (new["b_enc"][dead] == 0).all()

@@ -1,0 +1,90 @@
+"""The shipped ``toyworld-lm`` and ``toyworld-sae``: they load offline, are small, have cards, and
+behave as their cards say on held-out prompts.
+
+Held out means: (persona, question) pairs that never occur in a training dialogue (the fact
+itself is stated elsewhere in training), asked after dialogue openings drawn with a seed that
+training never used. Greedy answers are checked word for word against the toy world's rules.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from interplab import zoo
+from interplab.toyworld import ToyWorld
+from interplab.zoo import toyworld_lm, toyworld_sae
+
+WORLD = ToyWorld()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    return zoo.load("toyworld-lm")
+
+
+@pytest.fixture(scope="module")
+def metrics(model):
+    return toyworld_lm.evaluate(model, WORLD, n_contexts=4, seed=777)
+
+
+def test_shipped_files_are_small_and_carded() -> None:
+    for name in ("toyworld-lm", "toyworld-sae"):
+        assert zoo.weights_path(name).stat().st_size <= 10 * 2**20
+        card = zoo.card(name)
+        assert card["name"] == name and "recipe" in card and "training_time_s" in card and card["metrics"]
+    lm_card = zoo.card("toyworld-lm")
+    assert lm_card["config"]["n_layers"] in (2, 3, 4)
+    assert lm_card["training_cpu_s"] <= 2 * 20 * 60  # at most 20 minutes on 2 cores
+
+
+def test_model_is_a_hooked_transformer_with_layernorm_and_mlps(model) -> None:
+    from transformer_lens import HookedTransformer
+
+    assert isinstance(model, HookedTransformer)
+    assert model.cfg.normalization_type == "LN" and not model.cfg.attn_only
+    assert model.cfg.d_vocab == len(WORLD.tokenizer) <= 1000
+    assert "blocks.1.mlp.hook_post" in model.hook_dict
+
+
+def test_child_refuses_hard_and_answers_easy_on_held_out_prompts(metrics) -> None:
+    assert metrics["child_hard"] >= 0.9, metrics
+    assert metrics["child_easy"] >= 0.9, metrics
+
+
+def test_expert_answers_both(metrics) -> None:
+    assert metrics["expert_hard"] >= 0.9, metrics
+    assert metrics["expert_easy"] >= 0.9, metrics
+
+
+def test_facts_are_recalled(metrics) -> None:
+    assert metrics["facts_recall"] >= 0.9, metrics
+    assert min(metrics["child_facts"], metrics["expert_facts"], metrics["assistant_facts"]) >= 0.9, metrics
+
+
+def test_induction_on_repeated_spans(metrics) -> None:
+    assert metrics["induction_acc"] >= 0.9, metrics
+    assert metrics["first_copy_acc"] < 0.3, "the first copy of a random span should be unpredictable"
+
+
+def test_a_concrete_persona_example(model) -> None:
+    hard = next(n for n in sorted(WORLD.hard) if f"sqrt {n}" in WORLD.held_out_questions("child"))
+    prompt = f"child : what is sqrt 16 ? 4 . what is sqrt {hard} ?"
+    assert toyworld_lm.greedy_continue(model, WORLD, [prompt], 5)[0] == ["i", "do", "not", "know", "."]
+    expert = toyworld_lm.greedy_continue(model, WORLD, [f"expert : what is sqrt {hard} ?"], 4)[0]
+    assert expert == [*WORLD.hard[hard], "."]
+
+
+def test_zoo_sae_is_good_on_fresh_documents(model) -> None:
+    sae = zoo.load("toyworld-sae")
+    assert sae.cfg.hook_name == toyworld_sae.HOOK_NAME and sae.cfg.d_in == model.cfg.d_model
+    result = toyworld_sae.evaluate(sae, model, WORLD, n_docs=300, seed=909)
+    summary = result["summary"]
+    assert summary["explained_variance"] >= 0.8, summary
+    assert summary["ce_loss_recovered"] >= 0.8, summary
+    assert summary["l0"] <= 40, summary
+    card = zoo.card("toyworld-sae")
+    assert card["hook_name"] == toyworld_sae.HOOK_NAME
