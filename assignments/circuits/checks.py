@@ -24,8 +24,16 @@ NORM_TOL = {"float32": (1e-3, 1e-5), "float64": (1e-3, 1e-6)}  # norms via SVD o
 
 
 @functools.lru_cache(maxsize=1)
-def shipped_model():
+def _load_shipped():
     return attn_only_2l.load()
+
+
+def shipped_model():
+    """The trained model, loaded once; hooks a previous call left behind are removed so that one
+    case cannot leak into the next."""
+    model = _load_shipped()
+    model.reset_hooks(including_permanent=True)
+    return model
 
 
 # --------------------------------------------------------------------------------------------

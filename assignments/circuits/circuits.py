@@ -1,0 +1,659 @@
+# %% [markdown]
+# # Circuits: finding the induction circuit in a two-layer attention-only transformer
+#
+# A transformer that has seen `A B ... A` predicts `B`. The mechanism behind this, the
+# **induction circuit**, is the best-understood circuit in language models and the engine of
+# in-context learning. In this notebook you take it apart in a model small enough to understand
+# completely: two layers, four heads per layer, attention only, no LayerNorm.
+#
+# **After this notebook you will be able to**
+#
+# - measure a model's per-token loss and see *where* in a sequence it has learned something;
+# - classify attention heads (previous-token, current-token, first-token, induction) from their
+#   attention patterns with simple scores;
+# - find out which heads matter with **ablations** (zero and mean) and **activation patching**,
+#   using a logit-difference metric normalised between a clean and a corrupted run;
+# - read a head's job off its weights: **QK and OV circuits** with TransformerLens's
+#   `FactoredMatrix`, and **composition scores** that show one head feeding another.
+#
+# **Read first** (an hour well spent):
+#
+# 1. Elhage et al. (2021), [*A Mathematical Framework for Transformer Circuits*](https://transformer-circuits.pub/2021/framework/index.html):
+#    sections "Transformer Overview", "Zero-Layer", "One-Layer" (QK and OV circuits) and
+#    "Two-Layer Attention-Only Transformers" (composition, induction heads).
+# 2. Olsson et al. (2022), [*In-context Learning and Induction Heads*](https://transformer-circuits.pub/2022/in-context-learning-and-induction-heads/index.html):
+#    the introduction and the section "Induction Heads" (what they are and how to detect them).
+#
+# **The model.** `attn-only-2l` from the InterpLab zoo (`interplab zoo list` shows its card):
+# token 0 is a beginning-of-sequence token `BOS`, tokens 1..63 are "random" tokens. It was trained
+# (in about a minute on one CPU thread) on sequences `[BOS] + r + r`: `seq_len` distinct random
+# tokens, then the same tokens again. The first half is unpredictable; the second half is
+# predictable only by looking back. There is no LayerNorm, so every circuit you compute from the
+# weights is exactly what the model computes.
+#
+# **How the checks work.** Each exercise ends with a test cell `check("circuits.<name>", your_function)`.
+# It runs your function on freshly generated inputs (random patterns, random tokens, randomly
+# initialised models) and compares with the reference; when your answer matches a known mistake,
+# it says which. Conventions used throughout: attention patterns have shape
+# `[batch, head, query_pos, key_pos]`; positions count from 0, where `BOS` sits.
+
+# %% role="locked" grade_id="setup"
+import matplotlib.pyplot as plt
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import FactoredMatrix, HookedTransformer
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities import get_act_name
+
+from interplab import check
+from interplab.plots import head_labels, heatmap, line
+from interplab.zoo.attn_only_2l import BOS, induction_prompts, load, random_model, repeated_tokens
+
+torch.set_grad_enabled(False)  # we read and edit activations; nothing here needs gradients
+torch.set_num_threads(1)  # a model this small runs fastest on one thread (and leaves the other cores free)
+model: HookedTransformer = load()
+print(model.cfg.n_layers, "layers,", model.cfg.n_heads, "heads of size", model.cfg.d_head,
+      "| d_model", model.cfg.d_model, "| vocabulary", model.cfg.d_vocab, "| context", model.cfg.n_ctx)
+
+# %% [markdown]
+# A batch of repeated sequences and a cache of every activation on it. `repeated_tokens(batch,
+# seq_len, generator)` is the data the model was trained on; the same generator seed always gives
+# the same batch.
+
+# %% role="locked" grade_id="data"
+SEQ_LEN = 20
+rep_tokens = repeated_tokens(batch=16, seq_len=SEQ_LEN, generator=torch.Generator().manual_seed(0))
+rep_logits, rep_cache = model.run_with_cache(rep_tokens)
+print("tokens", tuple(rep_tokens.shape), "first row:", rep_tokens[0].tolist())
+print("cached:", [name for name in rep_cache.keys() if name.startswith("blocks.0")])
+
+# %% [markdown]
+# ## 1. Per-token loss
+#
+# *Difficulty 1/5, about 10 minutes.*
+#
+# The mean loss hides the story. Per position, the loss tells you *where* the model can predict:
+# on `[BOS] + r + r` it should be near chance (ln 63 = 4.14) on the first half and near zero on
+# the repeated half. The one thing to get right is the shift: the logits at position `p` are the
+# model's prediction of the token at position `p + 1`.
+#
+# **Task.** Implement
+#
+# ```python
+# def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"],
+#                    tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos-1"]
+# ```
+#
+# returning the cross-entropy loss (negative log-probability of the true next token) at every
+# position that has a next token.
+#
+# <details><summary>Hint</summary>
+#
+# `logits[:, :-1]` predicts `tokens[:, 1:]`. Take `log_softmax` over the vocabulary (last) axis,
+# then pick the true token's entry with `gather(-1, index)` (the index needs a trailing axis of size 1).
+# </details>
+
+# %% role="solution" grade_id="impl_per_token_loss"
+def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos-1"]:
+    ### BEGIN SOLUTION
+    log_probs = logits[:, :-1].log_softmax(dim=-1)
+    return -log_probs.gather(dim=-1, index=tokens[:, 1:, None])[..., 0]
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_per_token_loss" points=1
+check("circuits.per_token_loss", per_token_loss)
+
+# %% [markdown]
+# Now look at the loss along the sequence. The dashed line marks where the repeat starts.
+
+# %%
+loss_by_position = per_token_loss(rep_logits, rep_tokens).mean(dim=0)
+line({"loss": loss_by_position}, vlines=[SEQ_LEN], xlabel="position p (predicting the token at p + 1)",
+     ylabel="cross-entropy", title="Per-token loss on [BOS] + r + r")
+plt.show()
+print(f"first half: {loss_by_position[:SEQ_LEN].mean():.3f}   repeated half: {loss_by_position[SEQ_LEN + 1:].mean():.3f}"
+      f"   chance: {torch.log(torch.tensor(63.0)):.3f}")
+
+# %% [markdown]
+# **Questions.** Why is the loss at position `SEQ_LEN` (predicting the *first* token of the
+# repeat) still high? In the first half, the tokens are distinct: could a model do better than
+# chance there, and what would it need to attend to?
+#
+# ## 2. Reading attention patterns: head detectors
+#
+# Each head's attention pattern is in the cache as `rep_cache["pattern", layer]`, shape
+# `[batch, head, query_pos, key_pos]`; row `q` says how query position `q` spreads its attention over
+# the key positions `k <= q`. Look before you measure:
+
+# %%
+fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+for layer in range(2):
+    for head in range(4):
+        heatmap(rep_cache["pattern", layer][0, head], ax=axes[layer, head], annotate=False,
+                title=f"L{layer}H{head}", xlabel="key position", ylabel="query position")
+plt.show()
+
+# %% [markdown]
+# You should see stripes: a diagonal (attend to yourself), a sub-diagonal (attend to the previous
+# token), a first column (attend to `BOS`, a "resting position" for a head with nothing to do),
+# and in layer 1 a diagonal offset by `SEQ_LEN - 1` in the second half. We turn each stripe into a
+# number between 0 and 1: the average attention on it.
+#
+# **Convention for all detectors.** Average over the batch and over the query positions at which
+# the head has a choice: query position 0 can only attend to itself (its attention is 1 on key 0
+# whatever the head does), so it is left out of every score. Return one score per head.
+#
+# ### 2a. Current-token score
+#
+# *Difficulty 1/5, about 5 minutes.* Mean attention from query `q` to key `q`, over `q = 1 .. pos-1`.
+#
+# ```python
+# def current_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# `pattern.diagonal(offset=0, dim1=-2, dim2=-1)` has shape `[batch, head, pos]`; drop its first
+# entry and average over the batch and that last axis.
+# </details>
+
+# %% role="solution" grade_id="impl_current_token_score"
+def current_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]:
+    ### BEGIN SOLUTION
+    return pattern.diagonal(offset=0, dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, -1))
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_current_token_score" points=1
+check("circuits.current_token_score", current_token_score)
+
+# %% [markdown]
+# ### 2b. Previous-token score
+#
+# *Difficulty 1/5, about 5 minutes.* Mean attention from query `q` to key `q - 1`, over
+# `q = 1 .. pos-1`. This is the head Olsson et al. need in the first layer of the induction circuit.
+#
+# ```python
+# def previous_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# The entries `pattern[..., q, q - 1]` form the diagonal just *below* the main one: which
+# `offset` of `diagonal` is that, given `dim1` is the query axis?
+# </details>
+
+# %% role="solution" grade_id="impl_previous_token_score"
+def previous_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]:
+    ### BEGIN SOLUTION
+    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_previous_token_score" points=1
+check("circuits.previous_token_score", previous_token_score)
+
+# %% [markdown]
+# ### 2c. First-token score
+#
+# *Difficulty 1/5, about 5 minutes.* Mean attention from query `q` to key 0 (the `BOS`
+# position), over `q = 1 .. pos-1`.
+#
+# ```python
+# def first_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# This is a column, not a diagonal: `pattern[..., 1:, 0]`.
+# </details>
+
+# %% role="solution" grade_id="impl_first_token_score"
+def first_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]:
+    ### BEGIN SOLUTION
+    return pattern[..., 1:, 0].mean(dim=(0, -1))
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_first_token_score" points=1
+check("circuits.first_token_score", first_token_score)
+
+# %% [markdown]
+# ### 2d. Induction score
+#
+# *Difficulty 2/5, about 15 minutes.*
+#
+# On `[BOS] + r_1..r_n + r_1..r_n` (length `2n + 1`), token `r_j` sits at positions `j` and
+# `n + j`. An induction head at query position `n + j` (the second `r_j`) attends to the token
+# *after* the first `r_j`, at position `j + 1`, and copies it: that is the prediction of the next
+# token. Measure the mean attention on these keys, over the queries of the repeated half
+# (`q = n+1 .. 2n`). Derive `n` from the pattern's shape.
+#
+# ```python
+# def induction_score(pattern: Float[Tensor, "batch head 1+2*seq_len 1+2*seq_len"]) -> Float[Tensor, "head"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# Query `q = n + j` attends to key `j + 1 = q - (n - 1)`: a diagonal at `offset=-(n - 1)`. That
+# diagonal has entries for `q = n - 1 .. 2n`; keep the last `n`.
+# </details>
+
+# %% role="solution" grade_id="impl_induction_score"
+def induction_score(pattern: Float[Tensor, "batch head 1+2*seq_len 1+2*seq_len"]) -> Float[Tensor, "head"]:
+    ### BEGIN SOLUTION
+    seq_len = (pattern.shape[-1] - 1) // 2
+    return pattern.diagonal(offset=-(seq_len - 1), dim1=-2, dim2=-1)[..., -seq_len:].mean(dim=(0, -1))
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_induction_score" points=1
+check("circuits.induction_score", induction_score)
+
+# %% [markdown]
+# All four scores for every head of the model:
+
+# %%
+detectors = {"current": current_token_score, "previous": previous_token_score,
+             "first (BOS)": first_token_score, "induction": induction_score}
+scores = torch.stack([torch.cat([fn(rep_cache["pattern", layer]) for layer in range(2)]) for fn in detectors.values()])
+heatmap(scores, xticklabels=head_labels(2, 4), yticklabels=list(detectors), figsize=(9, 3),
+        title="Head detector scores on repeated tokens")
+plt.show()
+
+# %% [markdown]
+# **Questions.** Which layer-0 head is the previous-token head? How many induction heads does
+# layer 1 have? The induction heads also have a high first-token score: on which query positions
+# do they attend to `BOS`, and why is that a sensible thing to do there? Look again at the
+# previous-token head's pattern: beyond some position it stops attending to the previous token.
+# Why can the model afford that? (At which key positions does an induction head need to know the
+# previous token?) A score only says what a head attends to; what would you need to check to say
+# what it *does*?
+#
+# ## 3. Which heads matter? Ablation
+#
+# A pattern is a correlation. To see what a head *does*, remove it and measure the damage. Ablate
+# a head by overwriting its output `z` (the hook `blocks.{layer}.attn.hook_z`, shape
+# `[batch, pos, head, d_head]`: the attention-weighted values, before `W_O`) with
+#
+# - zeros (**zero ablation**), or
+# - its average over the batch at each position (**mean ablation**): this keeps the part of the
+#   head's output that is the same on every input, and removes only what depends on the input.
+#   Zero is not a neutral value for a head, so mean ablation is the gentler intervention.
+#
+# Edit activations with TransformerLens hooks: `model.run_with_hooks(tokens,
+# fwd_hooks=[(get_act_name("z", layer), hook_fn)])`, where `hook_fn(z, hook)` returns the edited
+# `z`. Never patch the model's `forward`.
+#
+# *Difficulty 2/5, about 20 minutes.*
+#
+# **Task.** For every head `(layer, head)`, the increase in the mean per-token loss (your
+# `per_token_loss`, averaged over batch and positions) when that one head is ablated:
+#
+# ```python
+# def ablation_loss_increase(model: HookedTransformer, tokens: Int[Tensor, "batch pos"],
+#                            ablation: str) -> Float[Tensor, "n_layers n_heads"]   # ablation: "zero" or "mean"
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# Loop over layers and heads; the hook edits `z[:, :, head]` in place and returns `z`. Bind the
+# loop variable into the hook with a default argument (`lambda z, hook, head=head: ...`) or
+# `functools.partial`, or every hook sees the last head. For the mean, `z[:, :, head].mean(dim=0,
+# keepdim=True)` broadcasts back over the batch.
+# </details>
+
+# %% role="solution" grade_id="impl_ablation_loss_increase"
+def ablation_loss_increase(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], ablation: str) -> Float[Tensor, "n_layers n_heads"]:
+    ### BEGIN SOLUTION
+    def ablate(z: Float[Tensor, "batch pos head d_head"], hook: HookPoint, head: int) -> Float[Tensor, "batch pos head d_head"]:
+        if ablation == "zero":
+            z[:, :, head] = 0.0
+        else:  # the head's average output at each position, over the batch
+            z[:, :, head] = z[:, :, head].mean(dim=0, keepdim=True)
+        return z
+
+    clean_loss = per_token_loss(model(tokens), tokens).mean()
+    increase = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            hook = (get_act_name("z", layer), lambda z, hook, head=head: ablate(z, hook, head))
+            logits = model.run_with_hooks(tokens, fwd_hooks=[hook])
+            increase[layer, head] = per_token_loss(logits, tokens).mean() - clean_loss
+    return increase
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_ablation_loss_increase" points=2
+check("circuits.ablation_loss_increase", ablation_loss_increase)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for ax, kind in zip(axes, ("zero", "mean")):
+    heatmap(ablation_loss_increase(model, rep_tokens, kind), ax=ax, title=f"{kind} ablation: loss increase",
+            xlabel="head", ylabel="layer")
+plt.show()
+
+# %% [markdown]
+# **Questions.** Ablating the previous-token head is a disaster; ablating any one induction head
+# costs little. Why? (Look back at the induction scores: how many heads could take over?) Design
+# an ablation that would reveal the induction heads' importance, and predict its loss increase.
+#
+# ## 4. Activation patching with a logit difference
+#
+# Ablation asks "what breaks without this head?". **Activation patching** asks "which head
+# carries the information that makes the difference between two inputs?". We build pairs of
+# prompts with `induction_prompts(batch, seq_len, generator)`:
+#
+# - `clean = [BOS] + r_1..r_n + r_1..r_m`: at the last position, induction predicts
+#   `correct = r_{m+1}`;
+# - `corrupted`: the same, except that the earlier `r_{m+1}` is replaced by a fresh token `wrong`,
+#   so induction now predicts `wrong`.
+#
+# The two prompts differ in one position. Run the corrupted prompt, but overwrite one head's
+# `hook_z` with its value from the clean run; if the prediction swings back to `correct`, that
+# head carries the information.
+#
+# ### 4a. The metric: logit difference
+#
+# *Difficulty 1/5, about 5 minutes.* The difference between the logit of `correct` and the logit
+# of `wrong` at the **last** position, one number per prompt. (Why logits and not probabilities?
+# The difference of two logits is linear in the residual stream and equals the log-odds of the
+# two tokens; probabilities saturate.)
+#
+# ```python
+# def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], correct: Int[Tensor, "batch"],
+#                wrong: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# `logits[:, -1]` is `[batch, d_vocab]`; `gather(-1, correct[:, None])[:, 0]` picks one entry per row.
+# </details>
+
+# %% role="solution" grade_id="impl_logit_diff"
+def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], correct: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
+    ### BEGIN SOLUTION
+    final = logits[:, -1]
+    return final.gather(-1, correct[:, None])[:, 0] - final.gather(-1, wrong[:, None])[:, 0]
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_logit_diff" points=1
+check("circuits.logit_diff", logit_diff)
+
+# %% [markdown]
+# ### 4b. Patching each head's output
+#
+# *Difficulty 3/5, about 25 minutes.*
+#
+# For every head, patch its `hook_z` **at every position** from the clean run into the corrupted
+# run, and report the normalised effect on the mean (over the batch) logit difference:
+#
+# $$\text{effect} = \frac{LD_\text{patched} - LD_\text{corrupted}}{LD_\text{clean} - LD_\text{corrupted}}$$
+#
+# 0 means the patch changed nothing, 1 means it restored the clean behaviour completely.
+#
+# ```python
+# def head_patching_effect(model: HookedTransformer, clean: Int[Tensor, "batch pos"],
+#                          corrupted: Int[Tensor, "batch pos"], correct: Int[Tensor, "batch"],
+#                          wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# `_, clean_cache = model.run_with_cache(clean)` gives every clean activation;
+# `clean_cache[hook.name]` inside a hook is the clean value of the activation being hooked. Patch
+# `z[:, :, head]` only, and use your `logit_diff(...).mean()` for the three runs.
+# </details>
+
+# %% role="solution" grade_id="impl_head_patching_effect"
+def head_patching_effect(model: HookedTransformer, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                         correct: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads"]:
+    ### BEGIN SOLUTION
+    clean_logits, clean_cache = model.run_with_cache(clean, names_filter=lambda name: name.endswith("hook_z"))
+    clean_ld = logit_diff(clean_logits, correct, wrong).mean()
+    corrupted_ld = logit_diff(model(corrupted), correct, wrong).mean()
+
+    def patch(z: Float[Tensor, "batch pos head d_head"], hook: HookPoint, head: int) -> Float[Tensor, "batch pos head d_head"]:
+        z[:, :, head] = clean_cache[hook.name][:, :, head]
+        return z
+
+    effect = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            hook = (get_act_name("z", layer), lambda z, hook, head=head: patch(z, hook, head))
+            patched_ld = logit_diff(model.run_with_hooks(corrupted, fwd_hooks=[hook]), correct, wrong).mean()
+            effect[layer, head] = (patched_ld - corrupted_ld) / (clean_ld - corrupted_ld)
+    return effect
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_head_patching_effect" points=2
+check("circuits.head_patching_effect", head_patching_effect)
+
+# %%
+prompts = induction_prompts(batch=16, seq_len=15, generator=torch.Generator().manual_seed(1))
+print("clean LD", logit_diff(model(prompts["clean"]), prompts["correct"], prompts["wrong"]).mean().item(),
+      "| corrupted LD", logit_diff(model(prompts["corrupted"]), prompts["correct"], prompts["wrong"]).mean().item())
+heatmap(head_patching_effect(model, **prompts), title="Patching hook_z: normalised effect",
+        xlabel="head", ylabel="layer", figsize=(6, 2.8))
+plt.show()
+
+# %% [markdown]
+# **Questions.** The previous-token head was the most important head under ablation, yet patching
+# it barely moves the logit difference. Why? (What differs between the clean and the corrupted
+# prompt, and does the previous-token head's output at any position depend on it?) Which layer-0
+# head does light up, and which path through the induction head could explain that (Q-, K- or
+# V-composition)? Do the effects of the induction heads add up to about 1?
+#
+# ## 5. Reading circuits off the weights
+#
+# Without LayerNorm or MLPs, the logits are a sum of paths through the weights, and each head
+# factors into two low-rank bilinear maps (Elhage et al., "One-Layer Attention-Only Transformers"):
+#
+# - the **QK circuit** `W_Q W_K^T` (`d_model x d_model`) decides where the head attends;
+# - the **OV circuit** `W_V W_O` (`d_model x d_model`) decides what it writes when it attends.
+#
+# TransformerLens uses row vectors (`x @ W`): `model.W_Q[layer, head]` is `[d_model, d_head]`,
+# `model.W_O[layer, head]` is `[d_head, d_model]`, `model.W_E` is `[d_vocab, d_model]`,
+# `model.W_U` is `[d_model, d_vocab]`, `model.W_pos` is `[n_ctx, d_model]`. A product like
+# `W_E W_V W_O W_U` is `64 x 64` but has rank at most `d_head = 16`; `FactoredMatrix(A, B)` keeps it
+# as the two factors `A @ B` and still offers `.AB` (the full matrix), `.T`, `@`, `.norm()`
+# (Frobenius, from the singular values) and `.svd()`. `model.OV[layer, head]` and
+# `model.QK[layer, head]` are those FactoredMatrix objects for each head.
+#
+# ### 5a. The full OV circuit
+#
+# *Difficulty 2/5, about 10 minutes.* What does a head write into the logits when it attends to
+# token `s`? Row `s` of `W_E W_V W_O W_U` (`[d_vocab, d_vocab]`: source token -> output logits).
+# A copying head has a large diagonal.
+#
+# ```python
+# def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix   # [d_vocab, d_vocab]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# `FactoredMatrix(model.W_E @ model.W_V[layer, head], model.W_O[layer, head] @ model.W_U)`, or
+# `model.W_E @ model.OV[layer, head] @ model.W_U`. Rows index the source token.
+# </details>
+
+# %% role="solution" grade_id="impl_full_ov_circuit"
+def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
+    ### BEGIN SOLUTION
+    return FactoredMatrix(model.W_E @ model.W_V[layer, head], model.W_O[layer, head] @ model.W_U)
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_full_ov_circuit" points=1
+check("circuits.full_ov_circuit", full_ov_circuit)
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+for head in range(4):
+    ov = full_ov_circuit(model, 1, head).AB[1:, 1:]  # drop BOS: it is never copied
+    copying = (ov.argmax(dim=-1) == torch.arange(ov.shape[0])).float().mean().item()
+    heatmap(ov, ax=axes[head], annotate=False, title=f"L1H{head} OV: top-1 copy {copying:.0%}",
+            xlabel="output token", ylabel="attended token")
+plt.show()
+
+# %% [markdown]
+# **Question.** "Top-1 copy" is the fraction of source tokens whose own logit is the largest in
+# their row. Which heads copy? Is the fraction a good measure of copying, or would you rather look
+# at the eigenvalues of the OV circuit (Elhage et al., "Detecting Copying Behavior")?
+#
+# ### 5b. The positional QK circuit
+#
+# *Difficulty 2/5, about 10 minutes.* Where does a head attend *by position*? The bilinear form
+# `W_pos W_Q W_K^T W_pos^T` (`[n_ctx, n_ctx]`: query position x key position) is the positional
+# part of the attention scores (the raw scores, before the `1/sqrt(d_head)` scale, the causal mask
+# and the softmax; the token embeddings add further terms).
+#
+# ```python
+# def pos_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix   # [n_ctx, n_ctx]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# `FactoredMatrix(W_pos @ W_Q, (W_pos @ W_K).T)`: rows are queries, columns keys.
+# </details>
+
+# %% role="solution" grade_id="impl_pos_qk_circuit"
+def pos_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
+    ### BEGIN SOLUTION
+    return FactoredMatrix(model.W_pos @ model.W_Q[layer, head], (model.W_pos @ model.W_K[layer, head]).T)
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_pos_qk_circuit" points=1
+check("circuits.pos_qk_circuit", pos_qk_circuit)
+
+# %%
+prev_head = int(previous_token_score(rep_cache["pattern", 0]).argmax())
+scores = pos_qk_circuit(model, 0, prev_head).AB[:32, :32] / model.cfg.d_head ** 0.5
+causal = torch.ones_like(scores, dtype=torch.bool).tril()
+heatmap(scores.masked_fill(~causal, float("-inf")).softmax(dim=-1), annotate=False, signed=False,
+        title=f"L0H{prev_head}: softmax of the positional QK circuit", xlabel="key position", ylabel="query position")
+plt.show()
+
+# %% [markdown]
+# **Question.** The previous-token head's rule "attend to `q - 1`" is written in the positional
+# embeddings alone. What does the picture look like for the induction heads, and why should it
+# not show a clear rule?
+#
+# ### 5c. Composition scores
+#
+# *Difficulty 2/5, about 10 minutes.*
+#
+# A layer-1 head can read what a layer-0 head wrote in three places: its queries (Q-composition),
+# its keys (K-composition) or its values (V-composition). Elhage et al. measure how much of one
+# matrix flows through another with the **composition score**
+#
+# $$\frac{\lVert W_A W_B \rVert_F}{\lVert W_A \rVert_F \, \lVert W_B \rVert_F},$$
+#
+# where `W_A` is the earlier head's OV circuit (what it writes) and `W_B` is the matrix of the later
+# head that reads it. In TransformerLens's row-vector convention the earlier matrix comes first.
+#
+# ```python
+# def composition_score(W_A: FactoredMatrix, W_B: FactoredMatrix) -> Float[Tensor, ""]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# `(W_A @ W_B).norm()` is a FactoredMatrix product's Frobenius norm, computed without building
+# the full matrix.
+# </details>
+
+# %% role="solution" grade_id="impl_composition_score"
+def composition_score(W_A: FactoredMatrix, W_B: FactoredMatrix) -> Float[Tensor, ""]:
+    ### BEGIN SOLUTION
+    return (W_A @ W_B).norm() / (W_A.norm() * W_B.norm())
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_composition_score" points=1
+check("circuits.composition_score", composition_score)
+
+# %% [markdown]
+# ### 5d. Q-, K- and V-composition between the two layers
+#
+# *Difficulty 3/5, about 15 minutes.*
+#
+# With `W_A = model.OV[0, h0]` (the layer-0 head's OV circuit, row-vector convention: the head
+# writes `x @ W_OV`), the reading matrix `W_B` of layer-1 head `h1` is
+#
+# - Q-composition: `model.QK[1, h1]` (the written vector enters as the query: `(x W_OV) W_QK k^T`);
+# - K-composition: `model.QK[1, h1].T` (it enters as the key: `q W_QK (x W_OV)^T`, whose norm is that of `W_OV W_QK^T`);
+# - V-composition: `model.OV[1, h1]`.
+#
+# **Task.** Return the `[n_heads, n_heads]` matrix of composition scores, rows = layer-0 head,
+# columns = layer-1 head, for `kind` in `"Q"`, `"K"`, `"V"`.
+#
+# ```python
+# def composition_scores(model: HookedTransformer, kind: str) -> Float[Tensor, "head0 head1"]
+# ```
+#
+# <details><summary>Hint</summary>
+#
+# Two loops over heads and your `composition_score`; pick `W_B` by `kind`. `FactoredMatrix`
+# supports `.T` and indexing by head.
+# </details>
+
+# %% role="solution" grade_id="impl_composition_scores"
+def composition_scores(model: HookedTransformer, kind: str) -> Float[Tensor, "head0 head1"]:
+    ### BEGIN SOLUTION
+    readers = {"Q": model.QK[1], "K": model.QK[1].T, "V": model.OV[1]}[kind]
+    writers = model.OV[0]
+    scores = torch.zeros(model.cfg.n_heads, model.cfg.n_heads)
+    for h0 in range(model.cfg.n_heads):
+        for h1 in range(model.cfg.n_heads):
+            scores[h0, h1] = composition_score(writers[h0], readers[h1])
+    return scores
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_composition_scores" points=2
+check("circuits.composition_scores", composition_scores)
+
+# %% [markdown]
+# Compare with a baseline: the same scores for a model of the same shape with random weights
+# (random matrices compose a little by chance).
+
+# %%
+baseline = composition_scores(random_model(torch.Generator().manual_seed(0)), "K").mean().item()
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+for ax, kind in zip(axes, "QKV"):
+    heatmap(composition_scores(model, kind), ax=ax, title=f"{kind}-composition (random: ~{baseline:.2f})",
+            xlabel="layer-1 head", ylabel="layer-0 head")
+plt.show()
+
+# %% [markdown]
+# **Questions.** Which layer-0 head has the largest K-composition with the induction heads, and
+# is it the previous-token head you found in section 2? Together with the patching and ablation
+# results, write down the induction circuit in one sentence per head: who attends where, reading
+# what from whom, and writing what. Where does the V-composition from the patching experiment show up?
+#
+# ## Open questions
+#
+# - Every induction head here is redundant with the others. Does the model *need* three? Retrain it
+#   (`interplab zoo train attn-only-2l --out /tmp/zoo`) with a different seed: how many form, and when
+#   in training (watch the loss curve in the card for the phase change Olsson et al. describe)?
+# - Our detectors average attention over positions. How would you detect an induction head on
+#   natural text, where repeats are rare and inexact (see TransformerLens's `detect_head`, which
+#   builds the detection pattern from the token sequence itself)?
+# - Composition scores are computed from weights alone and ignore which directions the residual
+#   stream actually uses. When can a high composition score be misleading? (Compare with the
+#   patching result: is every high score also a causal path?)
+# - Patching `hook_z` per head lumps all positions together. Patch one position at a time: at
+#   which position does each head matter, and does it match the circuit you wrote down?
+#
+# ## Further reading
+#
+# - Nanda, [*A Comprehensive Mechanistic Interpretability Explainer & Glossary*](https://www.neelnanda.io/mechanistic-interpretability/glossary): short definitions of every term used here.
+# - Wang et al. (2022), [*Interpretability in the Wild: a Circuit for Indirect Object Identification in GPT-2 small*](https://arxiv.org/abs/2211.00593): patching and logit differences at the scale of a real model.
+# - Heimersheim & Nanda (2024), [*How to use and interpret activation patching*](https://arxiv.org/abs/2404.15255): noising vs denoising, metrics and pitfalls.
+# - Conmy et al. (2023), [*Towards Automated Circuit Discovery for Mechanistic Interpretability*](https://arxiv.org/abs/2304.14997): finding circuits like this one automatically.
+# - Zhang & Nanda (2024), [*Towards Best Practices of Activation Patching in Language Models: Metrics and Methods*](https://arxiv.org/abs/2309.16042): why logit difference, and what goes wrong with probabilities.
