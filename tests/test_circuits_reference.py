@@ -73,6 +73,18 @@ def test_load_works_offline(tmp_path):
     assert result.stdout.split() == ["2", "4", "True"]
 
 
+def test_training_is_seeded(tmp_path):
+    # The full recipe takes about a minute (the shipped weights were reproduced bit for bit); a
+    # short run twice is enough to show nothing depends on global random state.
+    from safetensors.torch import load_file
+
+    short = attn_only_2l.TrainConfig(steps=15, batch=8, eval_batch=8)
+    cards = [attn_only_2l.train(tmp_path / run, short) for run in ("a", "b")]
+    a, b = (load_file(str(tmp_path / run / f"{attn_only_2l.ZOO_NAME}.safetensors")) for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert cards[0]["metrics"] == cards[1]["metrics"]
+
+
 def test_data_helpers_are_seeded_and_well_formed():
     a = attn_only_2l.repeated_tokens(3, 7, torch.Generator().manual_seed(1))
     b = attn_only_2l.repeated_tokens(3, 7, torch.Generator().manual_seed(1))
