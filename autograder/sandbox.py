@@ -19,6 +19,10 @@ Each mechanism is probed; where one is missing (not root, no bwrap, no cgroups) 
 without it and :func:`banner` says so in WARNING lines.
 
 Tools: ``bwrap`` (Debian package ``bubblewrap``) and util-linux ``setpriv``/``prlimit``/``unshare``.
+
+Use: :class:`SandboxedKernelManager` as nbclient's ``kernel_manager_class`` (the working directory
+is the ``cwd`` nbclient passes, i.e. ``resources["metadata"]["path"]``: give it a fresh folder, never
+the submission's); :func:`run_sandboxed` for plain commands; :func:`banner` when grading starts.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from typing import Any, Iterable, Mapping
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 UID_BASE = 61000
+MAX_SLOTS = 1000
 SANDBOX_USER = "student"
 APT_PACKAGES = ("bubblewrap", "util-linux")
 
@@ -672,14 +677,14 @@ class Sandbox:
     a slot serves one sandbox at a time), :meth:`argv`/:meth:`env` wrap commands, ``close()`` kills
     whatever is left of it and gives the workdir back. Use as a context manager."""
 
-    def __init__(self, workdir: str | os.PathLike, policy: SandboxPolicy | None = None, slot: int = 0, *,
+    def __init__(self, workdir: str | os.PathLike, policy: SandboxPolicy | None = None, slot: int | None = None, *,
                  forbidden: Iterable[str | os.PathLike] = (), caps: Capabilities | None = None):
         self.workdir = Path(workdir).resolve()
         self.policy = policy or SandboxPolicy()
-        self.slot = int(slot)
+        self.slot = None if slot is None else int(slot)  # None: the first free slot, chosen by open()
         self.forbidden = [str(Path(p).resolve()) for p in forbidden]
         self.caps = caps or probe()
-        self.uid, self.gid = sandbox_uid(self.policy, self.slot, self.caps)
+        self.uid, self.gid = sandbox_uid(self.policy, self.slot or 0, self.caps)
         self.runtime_dir: Path | None = None
         self._lock: int | None = None
         self._owner: tuple[int, int] | None = None
@@ -687,23 +692,24 @@ class Sandbox:
 
     @property
     def switches_user(self) -> bool:
-        return self.uid != os.getuid()
+        return bool(self.caps.root and self.caps.setpriv)
 
     def open(self) -> "Sandbox":
         if self.runtime_dir is not None:
             return self
         if not self.workdir.is_dir():
             raise SandboxError(f"working directory {self.workdir} does not exist")
-        sandbox_argv(["true"], self.workdir, self.policy, self.slot, forbidden=self.forbidden, caps=self.caps)  # checks only
+        sandbox_argv(["true"], self.workdir, self.policy, self.slot or 0, forbidden=self.forbidden, caps=self.caps)  # checks only
         root = _runtime_root()
-        self._lock = os.open(root / f"slot-{self.slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            self._lock = None
+        if self.slot is None:
+            for slot in range(MAX_SLOTS):
+                if self._take_slot(root, slot):
+                    break
+            else:
+                raise SandboxError(f"all {MAX_SLOTS} sandbox slots are in use")
+        elif not self._take_slot(root, self.slot):
             raise SandboxError(f"sandbox slot {self.slot} is in use by another grading kernel; give each "
-                               "parallel grader its own slot") from None
+                               "parallel grader its own slot (or slot=None to take the first free one)")
         try:
             if self.switches_user:
                 self._sweep_uid()
@@ -726,6 +732,18 @@ class Sandbox:
             self.close()
             raise
         return self
+
+    def _take_slot(self, root: Path, slot: int) -> bool:
+        """Lock ``slot`` for this sandbox (the lock lives as long as the sandbox, across processes)."""
+        fd = os.open(root / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock, self.slot = fd, slot
+        self.uid, self.gid = sandbox_uid(self.policy, slot, self.caps)
+        return True
 
     def _write_etc(self, etc: Path) -> None:
         home = str(self.workdir)
@@ -754,6 +772,7 @@ class Sandbox:
 
     def argv(self, argv: list[str]) -> list[str]:
         self.open()
+        assert self.slot is not None
         return sandbox_argv(argv, self.workdir, self.policy, self.slot, runtime_dir=self.runtime_dir,
                             cgroup_procs=self._cgroups.procs_files if self._cgroups else (),
                             forbidden=self.forbidden, caps=self.caps)
@@ -763,7 +782,7 @@ class Sandbox:
             tmp = self.workdir / ".tmp"
             tmp.mkdir(exist_ok=True)
             self._chown_tree(tmp, self.uid, self.gid, only_top=True)
-        return sandbox_env(env, self.workdir, self.policy, self.slot, self.caps)
+        return sandbox_env(env, self.workdir, self.policy, self.slot or 0, self.caps)
 
     def chown_for_sandbox(self, path: str | os.PathLike) -> None:
         """Give a file the grader wrote (the kernel's connection file) to the sandbox's user."""
@@ -812,6 +831,8 @@ class Sandbox:
             if self.runtime_dir is not None:
                 shutil.rmtree(self.runtime_dir, ignore_errors=True)
                 self.runtime_dir = None
+            if not self.caps.bwrap:  # the stand-in for the private /tmp
+                shutil.rmtree(self.workdir / ".tmp", ignore_errors=True)
             if self._owner and self.switches_user and self.workdir.is_dir():
                 self._chown_tree(self.workdir, *self._owner)
             self._owner = None
@@ -838,7 +859,7 @@ class SandboxResult:
 
 
 def run_sandboxed(argv: list[str], workdir: str | os.PathLike, policy: SandboxPolicy | None = None,
-                  timeout: float = 60, *, slot: int = 0, env: Mapping[str, str] | None = None,
+                  timeout: float = 60, *, slot: int | None = None, env: Mapping[str, str] | None = None,
                   forbidden: Iterable[str | os.PathLike] = (), caps: Capabilities | None = None) -> SandboxResult:
     """Run a plain command in the sandbox, wait at most ``timeout`` seconds (then kill it), clean up."""
     start = time.perf_counter()
@@ -875,7 +896,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     nbgrader_config.py with ``c.SandboxedKernelManager.grading_settings = {...course.toml [grading]...}``,
     ``c.SandboxedKernelManager.slot = N`` and ``forbidden_paths`` (checked never to be shown)."""
 
-    slot = Integer(0, help="sandbox slot: uid/gid uid_base + slot; one kernel per slot at a time").tag(config=True)
+    slot = Integer(None, allow_none=True,
+                   help="sandbox slot (uid/gid uid_base + slot); None: the first free one").tag(config=True)
     grading_settings = Dict(help="the [grading] table of course.toml").tag(config=True)
     forbidden_paths = List(Unicode(), help="host paths the sandbox must never show").tag(config=True)
     workdir = Unicode("", help="the kernel's working directory (default: the cwd given to start_kernel)").tag(config=True)

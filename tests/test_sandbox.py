@@ -167,6 +167,19 @@ def test_a_sandbox_that_would_show_a_forbidden_path_is_refused(course):
     assert (course / "submitted" / "bob" / "a1").stat().st_uid == os.getuid()  # refused before anything changed
 
 
+def test_parallel_sandboxes_get_their_own_slot_and_uid(course, tmp_path):
+    other, third = tmp_path / "other", tmp_path / "third"
+    other.mkdir()
+    third.mkdir()
+    with Sandbox(workdir_of(course), slot=SLOT) as first:
+        with pytest.raises(SandboxError, match="in use"):
+            Sandbox(other, slot=SLOT).open()
+        with Sandbox(other) as auto_a, Sandbox(third) as auto_b:  # slot=None: the first free ones
+            slots = {first.slot, auto_a.slot, auto_b.slot}
+            uids = {first.uid, auto_a.uid, auto_b.uid}
+            assert len(slots) == 3 and len(uids) == 3 and all(uid >= SandboxPolicy().uid_base for uid in uids)
+
+
 def test_tcp_to_the_hosts_loopback_fails(course):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
