@@ -790,7 +790,10 @@ class Sandbox:
             os.chown(path, self.uid, self.gid)
 
     def processes(self) -> set[int]:
-        """Host PIDs that belong to this sandbox (its cgroups; its uid when it has one of its own)."""
+        """Host PIDs that belong to this sandbox (its cgroups; its uid when it has one of its own).
+        Empty unless the sandbox is open: the slot's uid may belong to another sandbox by then."""
+        if self._lock is None:
+            return set()
         found = self._cgroups.pids() if self._cgroups else set()
         if self.switches_user:
             found.update(pids_of_uid(self.uid))
@@ -822,6 +825,8 @@ class Sandbox:
 
     def close(self) -> None:
         """Kill what is left, remove cgroups and runtime dir, give the workdir back to its owner."""
+        if self._lock is None:  # never opened (or closed already): the slot is not ours to sweep
+            return
         try:
             if self._cgroups:
                 self._cgroups.destroy()
