@@ -44,13 +44,12 @@ def ablation_loss_increase(model: HookedTransformer, tokens: Int[Tensor, "batch 
         return z
 
     with torch.no_grad():
-        clean = per_token_loss(model(tokens), tokens).mean()
+        clean = model(tokens, return_type="loss")
         increase = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
         for layer in range(model.cfg.n_layers):
             for head in range(model.cfg.n_heads):
                 hook = (get_act_name("z", layer), lambda z, hook, head=head: ablate(z, hook, head))
-                logits = model.run_with_hooks(tokens, fwd_hooks=[hook])
-                increase[layer, head] = per_token_loss(logits, tokens).mean() - clean
+                increase[layer, head] = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[hook]) - clean
     return increase
 
 

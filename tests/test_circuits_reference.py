@@ -2,6 +2,7 @@
 and every exercise's checks (reference passes, each known mistake is caught and named).
 
 Independent implementations used as oracles:
+- per-token loss: TransformerLens's ``lm_cross_entropy_loss`` (what ``return_type="loss"`` uses);
 - head scores: ``transformer_lens.head_detector.detect_head`` (error_measure="mul");
 - composition scores: ``HookedTransformer.all_composition_scores``.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformer_lens.utilities.lm_utils import lm_cross_entropy_loss
 
 import circuits_solutions as sol
 from interplab.checking import PUBLIC_SEED, judge, load_spec_module
@@ -158,6 +160,17 @@ def test_head_scores_match_transformer_lens_detect_head():
         torch.testing.assert_close((1 + ours["cur"] * (L - 1)) / L, tl["cur"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close((1 + ours["first"] * (L - 1)) / L, tl["first"], rtol=1e-4, atol=1e-5)
         assert tl["ind"][1].max() * L / n > 0.9 and tl["prev"][0].max() * L / (L - 1) > 0.5  # the heads are there
+
+
+def test_per_token_loss_matches_transformer_lens(model):
+    """Our per-token loss vs TransformerLens's own next-token loss (lm_cross_entropy_loss)."""
+    tokens = attn_only_2l.repeated_tokens(4, 9, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        theirs = model(tokens, return_type="loss", loss_per_token=True)
+        torch.testing.assert_close(sol.per_token_loss(model(tokens), tokens), theirs)
+        logits = torch.randn(3, 7, 11, generator=torch.Generator().manual_seed(0))
+        toks = torch.randint(0, 11, (3, 7), generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(sol.per_token_loss(logits, toks), lm_cross_entropy_loss(logits, toks, per_token=True))
 
 
 def test_composition_scores_match_transformer_lens(model):

@@ -202,6 +202,9 @@ EXERCISES = [
             Probe("no_shift", lambda logits, tokens: _nll(logits[:, :-1], tokens[:, :-1]),
                   "you scored the logits at position p against the token at p; they predict the token at p+1 "
                   "(drop the last logit and the first token)"),
+            Probe("no_shift_drop_first", lambda logits, tokens: _nll(logits[:, 1:], tokens[:, 1:]),
+                  "you scored the logits at position p against the token at p (you dropped the first logit "
+                  "instead of the last); logits[:, :-1] predict tokens[:, 1:]"),
             Probe("shift_wrong_way", lambda logits, tokens: _nll(logits[:, 1:], tokens[:, :-1]),
                   "you shifted the wrong way: logits[:, :-1] predict tokens[:, 1:]"),
             Probe("softmax_over_positions", lambda logits, tokens: -logits[:, :-1].log_softmax(1).gather(-1, tokens[:, 1:, None])[..., 0],

@@ -289,8 +289,10 @@ plt.show()
 #
 # *Difficulty 2/5, about 20 minutes.*
 #
-# **Task.** For every head `(layer, head)`, the increase in the mean per-token loss (your
-# `per_token_loss`, averaged over batch and positions) when that one head is ablated:
+# **Task.** For every head `(layer, head)`, the increase in the mean next-token loss (averaged
+# over batch and positions) when that one head is ablated. TransformerLens computes that loss for
+# you: `model(tokens, return_type="loss")` is the mean of your `per_token_loss`, and
+# `run_with_hooks` takes the same `return_type`.
 #
 # ```python
 # def ablation_loss_increase(model: HookedTransformer, tokens: Int[Tensor, "batch pos"],
@@ -315,13 +317,12 @@ def ablation_loss_increase(model: HookedTransformer, tokens: Int[Tensor, "batch 
             z[:, :, head] = z[:, :, head].mean(dim=0, keepdim=True)
         return z
 
-    clean_loss = per_token_loss(model(tokens), tokens).mean()
+    clean_loss = model(tokens, return_type="loss")
     increase = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for layer in range(model.cfg.n_layers):
         for head in range(model.cfg.n_heads):
             hook = (get_act_name("z", layer), lambda z, hook, head=head: ablate(z, hook, head))
-            logits = model.run_with_hooks(tokens, fwd_hooks=[hook])
-            increase[layer, head] = per_token_loss(logits, tokens).mean() - clean_loss
+            increase[layer, head] = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[hook]) - clean_loss
     return increase
     ### END SOLUTION
 
