@@ -10,7 +10,8 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install test lab hub build clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt deploy/system-packages.sh
+	bash deploy/system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU wheel of torch first, pinned, so nothing pulls a multi-GB CUDA build.

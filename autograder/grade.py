@@ -34,6 +34,7 @@ from traitlets.config import Config
 from interplab.autograder import executors
 from interplab.autograder.course import Course, CourseError
 from interplab.autograder.executors import Job, JobResult
+from interplab.autograder.sandbox import SandboxPolicy, banner
 from interplab.autograder.steps import execution_key, execution_path
 from interplab.autograder.store import write_atomic
 
@@ -125,7 +126,7 @@ def prepare(course: Course, assignment: str, student: str, notebooks: list[str],
             problems.append(f"{notebook}.ipynb could not be sanitized ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         grading = course.settings.get("grading", {})
-        submission.jobs.append(Job(
+        submission.jobs.append(Job(settings=dict(grading),
             assignment=assignment, student=student, notebook=notebook, sanitized=nbformat.writes(nb), files=files,
             seed=seed, key=job_key(nb, files, seed), cell_timeout=int(grading.get("cell_timeout", 120)),
             notebook_timeout=int(grading.get("notebook_timeout", 900))))
@@ -207,6 +208,7 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     for student in register_students(course, students):
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
 
+    log(banner(SandboxPolicy.from_settings(course.settings)))
     notebooks = assignment_notebooks(course, assignment)
     files = released_files(course, assignment)
     seed = course.store.seed(assignment, create=False)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from traitlets import Integer, Unicode
 from interplab.checking import (
     BUNDLE_MIME, FORMAT_VERSION, RESULT_MIME, Exercise, MalformedData, Verdict, exercises_in, judge,
 )
+from interplab.autograder.sandbox import SandboxedKernelManager
 from interplab.autograder.store import Store
 
 CHECKS_FILE = "checks.py"
@@ -60,6 +63,13 @@ class GradingExecute(Execute):
     max_cell_output_bytes = Integer(2_000_000, help="output kept per cell (check results always kept)").tag(config=True)
     replay_dir = Unicode("", help="cache of executions made by `interplab grade`'s executors").tag(config=True)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Every grading kernel runs in the sandbox (autograder/sandbox.py): own uid, no network,
+        # limits, only its working directory visible. Where a protection is unavailable the
+        # sandbox says so loudly and grading goes on.
+        kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        super().__init__(*args, **kwargs)
+
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any], *args: Any, **kwargs: Any):
         nbg = resources["nbgrader"]
         replay = self.replay_dir or os.environ.get("INTERPLAB_EXECUTION_CACHE", "")
@@ -72,8 +82,12 @@ class GradingExecute(Execute):
                         cell.outputs, cell.execution_count = done.get("outputs", []), done.get("execution_count")
                 return nb, resources
         seed = resources.get("interplab", {}).get("seed")
-        if seed is None:
-            seed = Store(course_root_of(self.config)).seed(nbg["assignment"], create=False)
+        fresh = None
+        if seed is None:  # run by stock `nbgrader autograde` on the course, not by our executors
+            root = course_root_of(self.config)
+            seed = Store(root).seed(nbg["assignment"], create=False)
+            fresh = fresh_workdir(root, nbg["assignment"])
+            resources = {**resources, "metadata": {**resources.get("metadata", {}), "path": fresh.name}}
         self._kernel_env = grading_env(seed, resources.get("interplab", {}).get("env"))
         self._cell_index = -1
         self._cell_bytes: dict[int, int] = {}
@@ -82,12 +96,14 @@ class GradingExecute(Execute):
         timer.daemon = True
         timer.start()
         try:
-            return super().preprocess(nb, resources, *args, **kwargs)
+            super().preprocess(nb, resources, *args, **kwargs)
         except DeadKernelError:
             self._mark_dead(nb)
-            return nb, resources
         finally:
             timer.cancel()
+            if fresh is not None:
+                fresh.cleanup()
+        return nb, resources
 
     def start_new_kernel(self, **kwargs: Any) -> None:
         kwargs["env"] = self._kernel_env
@@ -131,6 +147,19 @@ class GradingExecute(Execute):
             outs.append(NotebookNode(output_type="stream", name="stdout",
                                      text=f"\n[output truncated: more than {self.max_cell_output_bytes} bytes]\n"))
         return None
+
+
+def fresh_workdir(course_root: Path, assignment: str) -> tempfile.TemporaryDirectory:
+    """A new folder holding only the assignment's released files (the instructor's copies): a
+    grading kernel never runs inside the course directory."""
+    fresh = tempfile.TemporaryDirectory(prefix=f"interplab-{assignment}-")
+    source = Path(course_root) / "source" / assignment
+    for path in source.rglob("*"):
+        if path.is_file() and path.suffix != ".ipynb" and "__pycache__" not in path.parts:
+            target = Path(fresh.name) / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return fresh
 
 
 def execution_key(nb: NotebookNode) -> str:

@@ -5,6 +5,7 @@ grading mode (it only emits raw outputs) and VerifyChecks judges them against hi
 the grader's process. So stock `nbgrader autograde`, the formgrader's button and `interplab grade`
 all give the same tamper-proof grades."""
 import os
+import tomllib
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
@@ -32,5 +33,11 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-c.Execute.timeout = 120
+with open(os.path.join(here, "course.toml"), "rb") as handle:
+    grading = tomllib.load(handle).get("grading", {})
+c.Execute.timeout = int(grading.get("cell_timeout", 120))
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
+c.GradingExecute.notebook_timeout = int(grading.get("notebook_timeout", 900))
+# Grading kernels run sandboxed with these limits and must never see the course directory.
+c.SandboxedKernelManager.grading_settings = grading
+c.SandboxedKernelManager.forbidden_paths = [here]

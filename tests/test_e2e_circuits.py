@@ -37,7 +37,6 @@ check = interplab.check
 def per_token_loss(logits, tokens):
     return torch.zeros(tokens.shape[0], tokens.shape[1] - 1)
 '''
-CHEAT_TARGETS = ["test_per_token_loss"]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +90,8 @@ def test_grade_three_submissions_and_a_cheater(course):
         assert grades[("untouched", grade_id)] == (0, points), grade_id
         wrong = grade_id in ("test_per_token_loss", "test_previous_token_score")
         assert grades[("two_wrong", grade_id)] == (0 if wrong else points, points), grade_id
-        cheated = grade_id in CHEAT_TARGETS
-        assert grades[("cheater", grade_id)] == (0 if cheated else points, points), grade_id
+        # Replacing `check` leaves every later test cell without a check result: 0 everywhere.
+        assert grades[("cheater", grade_id)] == (0, points), grade_id
     assert {status for *_, status in read_csv_rows(course / "grades" / "circuits.csv").values()} == {"ok"}
 
     feedback = (course / "feedback" / "two_wrong" / "circuits" / "circuits.html").read_text()
