@@ -118,8 +118,10 @@ print(f"first half: {loss_by_position[:SEQ_LEN].mean():.3f}   repeated half: {lo
 
 # %% [markdown]
 # **Questions.** Why is the loss at position `SEQ_LEN` (predicting the *first* token of the
-# repeat) still high? In the first half, the tokens are distinct: could a model do better than
-# chance there, and what would it need to attend to?
+# repeat) still high? It is nevertheless below the first-half loss: form a hypothesis about what
+# the model guesses there, and come back to test it with the tools of this notebook. In the first
+# half, the tokens are distinct: could a model do better than chance there, and what would it need
+# to attend to?
 #
 # ## 2. Reading attention patterns: head detectors
 #
