@@ -13,13 +13,23 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if [ ${#need[@]} -eq 0 ]; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing system packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
     || echo "WARNING: could not install ${need[*]}"
 else
   echo "WARNING: missing system packages (install them as root): ${need[*]}"
+fi
+# configurable-http-proxy from its lock file into the git-ignored .venv/hub-proxy (the hub does the
+# same on first start: autograder/hub_proxy.py; both skip it when the installed lock matches)
+cd "$(dirname "$0")/.."
+if command -v npm >/dev/null && { ! cmp -s deploy/hub-proxy/package-lock.json .venv/hub-proxy/package-lock.json \
+     || [ ! -x .venv/hub-proxy/node_modules/.bin/configurable-http-proxy ]; }; then
+  mkdir -p .venv/hub-proxy && cp deploy/hub-proxy/package.json deploy/hub-proxy/package-lock.json .venv/hub-proxy/ \
+    && (cd .venv/hub-proxy && npm ci --no-audit --no-fund --omit=dev --loglevel=error) \
+    || echo "WARNING: could not install configurable-http-proxy (npm ci in .venv/hub-proxy)"
 fi
 exit 0

@@ -1,0 +1,201 @@
+"""Driving a real local hub from tests and benchmarks: free loopback ports, a throwaway course,
+the hub as a subprocess (`interplab hub`), and logged-in HTTP sessions for demo accounts."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import requests
+
+from interplab.autograder.hub_local import DEMO_INSTRUCTOR
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "tiny"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nbgrader_cell(source: str, **meta) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(textwrap.dedent(source).strip())
+    cell.metadata["nbgrader"] = {"schema_version": 3, "locked": False, "solution": False, "grade": False, **meta}
+    return cell
+
+
+def make_tiny_course(root: Path, course_id: str = "interplab") -> Path:
+    """A course root with one stock nbgrader assignment, ``tiny``, generated into release/.
+
+    Stand-in for the real course in hub tests: one solution cell (a function) and one autograded
+    test cell worth 1 point, generated with stock ``nbgrader generate_assignment``."""
+    root = Path(root)
+    (root / "source" / TINY).mkdir(parents=True, exist_ok=True)
+    (root / "nbgrader_config.py").write_text(
+        "import os\nc = get_config()\nhere = os.path.dirname(os.path.abspath(__file__))\n"
+        f"c.CourseDirectory.root = here\nc.CourseDirectory.course_id = {course_id!r}\n"
+        "c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(here, 'gradebook.db')\n"
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Tiny\nImplement `add`."),
+        _nbgrader_cell(
+            """
+            def add(a, b):
+                ### BEGIN SOLUTION
+                return a + b
+                ### END SOLUTION
+            """,
+            solution=True, grade_id="impl_add",
+        ),
+        _nbgrader_cell("print('tiny ready', 6 * 7)", grade_id="demo_print", locked=True),
+        _nbgrader_cell("assert add(2, 3) == 5", grade=True, points=1, grade_id="test_add", locked=True),
+    ]
+    nbformat.write(nb, root / "source" / TINY / f"{TINY}.ipynb")
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", TINY, "--force", f"--CourseDirectory.root={root}"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=180,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{proc.stdout}\n{proc.stderr}")
+    return root
+
+
+@dataclass
+class Hub:
+    """A running `interplab hub` on free loopback ports."""
+
+    url: str
+    data: Path
+    course: Path
+    exchange: Path
+    env: dict[str, str]
+    proc: subprocess.Popen
+    log_path: Path
+    accounts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def formgrader(self) -> str:
+        return f"{self.url}/services/formgrader-{self.env['INTERPLAB_COURSE_ID']}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None, timeout: float = 180,
+              extra_env: dict[str, str] | None = None) -> Hub:
+    """`interplab hub --course COURSE` with its state in DATA; returns once it printed its accounts."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        INTERPLAB_HUB_IP="127.0.0.1",
+        INTERPLAB_HUB_PORT=str(port),
+        INTERPLAB_HUB_API_PORT=str(free_port()),
+        INTERPLAB_PROXY_API_PORT=str(free_port()),
+        INTERPLAB_FORMGRADER_PORT=str(free_port()),
+        INTERPLAB_HUB_DATA=str(data),
+        INTERPLAB_COURSE=str(course),
+        INTERPLAB_COURSE_ID="interplab",
+        INTERPLAB_EXCHANGE=str(Path(course) / "exchange"),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if students:
+        env["INTERPLAB_DEMO_STUDENTS"] = ",".join(students)
+    env.update(extra_env or {})
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = data / "hub.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "interplab.cli", "hub", "--course", str(course)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    hub = Hub(f"http://127.0.0.1:{port}", data, Path(course), Path(env["INTERPLAB_EXCHANGE"]), env, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = hub.log()
+        if "Ctrl-C stops the hub" in text:
+            hub.accounts = json.loads((data / "demo-accounts.json").read_text())
+            return hub
+        if proc.poll() is not None:
+            raise RuntimeError(f"interplab hub exited ({proc.returncode}):\n{text[-5000:]}")
+        time.sleep(0.3)
+    stop_hub(hub)
+    raise RuntimeError(f"interplab hub not ready in {timeout} s:\n{hub.log()[-5000:]}")
+
+
+def stop_hub(hub: Hub, timeout: float = 60) -> int:
+    """Ctrl-C as a person would press it (SIGINT to the process group), then wait."""
+    if hub.proc.poll() is None:
+        os.killpg(hub.proc.pid, signal.SIGINT)
+        try:
+            hub.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(hub.proc.pid, signal.SIGKILL)
+            hub.proc.wait(10)
+    return hub.proc.returncode
+
+
+def login(hub: Hub, name: str, password: str | None = None) -> requests.Session:
+    """A session logged in through the hub's login form (cookie + _xsrf, as a browser does)."""
+    s = requests.Session()
+    r = s.get(f"{hub.url}/hub/login", timeout=30)
+    r.raise_for_status()
+    xsrf = s.cookies.get("_xsrf") or re.search(r'name="_xsrf" value="([^"]+)"', r.text).group(1)
+    r = s.post(
+        f"{hub.url}/hub/login?next=",
+        data={"username": name, "password": password if password is not None else hub.accounts[name], "_xsrf": xsrf},
+        timeout=60, allow_redirects=False,
+    )
+    if r.status_code != 302:
+        raise RuntimeError(f"login of {name} failed: HTTP {r.status_code}")
+    s.headers["X-XSRFToken"] = s.cookies.get("_xsrf", path="/hub/") or xsrf
+    s.hub_xsrf = s.headers["X-XSRFToken"]
+    return s
+
+
+def api_token(hub: Hub, session: requests.Session, name: str) -> str:
+    """An API token of ``name``'s own, made with its logged-in session (same permissions as the user)."""
+    r = session.post(f"{hub.url}/hub/api/users/{name}/tokens", json={"note": "test", "expires_in": 3600}, timeout=30)
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+def spawn(hub: Hub, token: str, name: str, timeout: float = 120) -> float:
+    """Start ``name``'s server and wait until the hub says it is ready; returns seconds taken."""
+    headers = {"Authorization": f"token {token}"}
+    t0 = time.monotonic()
+    r = requests.post(f"{hub.url}/hub/api/users/{name}/server", headers=headers, timeout=60)
+    if r.status_code not in (201, 202, 400):  # 400: already running
+        raise RuntimeError(f"spawn of {name}: HTTP {r.status_code} {r.text[:300]}")
+    while time.monotonic() - t0 < timeout:
+        model = requests.get(f"{hub.url}/hub/api/users/{name}", headers=headers, timeout=30).json()
+        server = model.get("servers", {}).get("")
+        if server and server.get("ready"):
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    raise RuntimeError(f"server of {name} not ready in {timeout} s")
+
+
+def stop_server(hub: Hub, token: str, name: str, timeout: float = 60) -> None:
+    headers = {"Authorization": f"token {token}"}
+    requests.delete(f"{hub.url}/hub/api/users/{name}/server", headers=headers, timeout=60)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        model = requests.get(f"{hub.url}/hub/api/users/{name}", headers=headers, timeout=30).json()
+        if not model.get("servers"):
+            return
+        time.sleep(0.25)

@@ -1,0 +1,14 @@
+"""Jupyter Server config of a student's server (the hub puts this folder on JUPYTER_CONFIG_PATH;
+the single-user images copy it to /etc/jupyter). Students get the Assignments panel (fetch, submit,
+validate) but not the instructor's extensions, which would act on their own home as a course."""
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+c.ServerApp.jpserver_extensions = {
+    "nbgrader.server_extensions.formgrader": False,
+    "nbgrader.server_extensions.course_list": False,
+    "nbgrader.server_extensions.assignment_list": True,
+    "nbgrader.server_extensions.validate_assignment": True,
+}
+# Nothing to gain from the announcements feed offline; keeps the first page load quiet.
+c.LabApp.news_url = None
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"

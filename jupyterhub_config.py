@@ -1,0 +1,284 @@
+"""InterpLab's JupyterHub, configured by environment variables (see deploy/README.md).
+
+    INTERPLAB_SPAWNER   local (default) | docker | kubernetes | slurm
+    INTERPLAB_AUTH      demo (default, loopback only) | native | oauth | lti13
+    INTERPLAB_HUB_IP / INTERPLAB_HUB_PORT            public address (127.0.0.1:8000)
+    INTERPLAB_HUB_API_PORT / INTERPLAB_PROXY_API_PORT / INTERPLAB_FORMGRADER_PORT  (8081/8001/8002)
+    INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes (default .hub/)
+    INTERPLAB_COURSE    nbgrader course root (default course/); INTERPLAB_COURSE_ID (interplab)
+    INTERPLAB_EXCHANGE  nbgrader exchange root (default <course>/exchange locally,
+                        /srv/nbgrader/exchange in containers)
+    INTERPLAB_INSTRUCTORS / INTERPLAB_ADMINS   comma-separated user names
+    INTERPLAB_CULL_TIMEOUT  seconds of inactivity before a server is stopped (3600)
+
+Access model: everyone logged in may use their own server only. `nbgrader-<course>` is the
+course's enrolment (the Assignments panel shows the course to its members);
+`formgrade-<course>` are its instructors, the only ones who reach the formgrader service. Students
+are no admins, so the admin APIs answer them 403.
+"""
+import os
+import sys
+from pathlib import Path
+
+from interplab.autograder import hub_profiles
+from interplab.autograder.hub_local import (
+    DEMO_INSTRUCTOR, DEMO_STUDENTS, FORMGRADER_CONFIG, SINGLEUSER_CONFIG, CourseLocalSpawner,
+    DemoAuthenticator, demo_accounts, is_loopback,
+)
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+REPO = Path(__file__).resolve().parent
+env = os.environ.get
+
+
+def _names(var: str, default: str = "") -> list[str]:
+    return [n.strip() for n in env(var, default).split(",") if n.strip()]
+
+
+SPAWNER = env("INTERPLAB_SPAWNER", "local")
+AUTH = env("INTERPLAB_AUTH", "demo")
+HUB_IP = env("INTERPLAB_HUB_IP", "127.0.0.1")
+HUB_PORT = int(env("INTERPLAB_HUB_PORT", "8000"))
+HUB_API_PORT = int(env("INTERPLAB_HUB_API_PORT", "8081"))
+PROXY_API_PORT = int(env("INTERPLAB_PROXY_API_PORT", "8001"))
+FORMGRADER_PORT = int(env("INTERPLAB_FORMGRADER_PORT", "8002"))
+DATA = Path(env("INTERPLAB_HUB_DATA", str(REPO / ".hub"))).resolve()
+COURSE = Path(env("INTERPLAB_COURSE", str(REPO / "course"))).resolve()
+COURSE_ID = env("INTERPLAB_COURSE_ID", "interplab")
+IN_CONTAINERS = SPAWNER in ("docker", "kubernetes")
+EXCHANGE = env("INTERPLAB_EXCHANGE", "/srv/nbgrader/exchange" if IN_CONTAINERS else str(COURSE / "exchange"))
+FORMGRADER = f"formgrader-{COURSE_ID}"
+FORMGRADE_GROUP = f"formgrade-{COURSE_ID}"
+STUDENT_GROUP = f"nbgrader-{COURSE_ID}"
+
+if SPAWNER not in ("local", "docker", "kubernetes", "slurm"):
+    sys.exit(f"INTERPLAB_SPAWNER={SPAWNER!r}: choose local, docker, kubernetes or slurm")
+if AUTH not in ("demo", "native", "oauth", "lti13"):
+    sys.exit(f"INTERPLAB_AUTH={AUTH!r}: choose demo, native, oauth or lti13")
+if AUTH == "demo" and not is_loopback(HUB_IP):
+    sys.exit(
+        f"refusing to start: the demo login has published passwords and the hub would listen on {HUB_IP}. "
+        "Bind to 127.0.0.1, or choose a real login with INTERPLAB_AUTH=native|oauth|lti13."
+    )
+
+DATA.mkdir(parents=True, exist_ok=True)
+os.chmod(DATA, 0o700)
+
+# --- the hub, its proxy and its state ------------------------------------------------------------
+c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_API_PORT}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
+c.JupyterHub.db_url = "sqlite:///" + str(DATA / "jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
+c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
+c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every student's server with the hub
+if SPAWNER in ("local", "docker", "slurm"):
+    from interplab.autograder.hub_proxy import ensure_proxy
+
+    c.ConfigurableHTTPProxy.command = [str(ensure_proxy(quiet=True))]
+
+# --- who may log in ------------------------------------------------------------------------------
+instructors = _names("INTERPLAB_INSTRUCTORS")
+students: list[str] = []
+if AUTH == "demo":
+    students = _names("INTERPLAB_DEMO_STUDENTS") or list(DEMO_STUDENTS)
+    instructors = instructors or [DEMO_INSTRUCTOR]
+    accounts = demo_accounts(DATA, tuple(students))
+    c.JupyterHub.authenticator_class = DemoAuthenticator
+    c.DemoAuthenticator.accounts = accounts
+    c.DemoAuthenticator.bind_host = HUB_IP
+    c.Authenticator.allowed_users = set(accounts)
+elif AUTH == "native":
+    # NativeAuthenticator: self sign-up, an admin approves each account (or INTERPLAB_OPEN_SIGNUP=1).
+    c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+    c.NativeAuthenticator.open_signup = env("INTERPLAB_OPEN_SIGNUP", "0") == "1"
+    c.NativeAuthenticator.minimum_password_length = 10
+    c.NativeAuthenticator.check_common_password = True
+    c.Authenticator.allow_all = True
+elif AUTH == "oauth":
+    # The university's identity provider over OpenID Connect (Keycloak, Shibboleth's OIDC, Entra ID, ...).
+    c.JupyterHub.authenticator_class = "oauthenticator.generic.GenericOAuthenticator"
+    c.GenericOAuthenticator.client_id = env("INTERPLAB_OAUTH_CLIENT_ID", "")
+    c.GenericOAuthenticator.client_secret = env("INTERPLAB_OAUTH_CLIENT_SECRET", "")
+    c.GenericOAuthenticator.oauth_callback_url = env("INTERPLAB_OAUTH_CALLBACK_URL", "")
+    c.GenericOAuthenticator.authorize_url = env("INTERPLAB_OAUTH_AUTHORIZE_URL", "")
+    c.GenericOAuthenticator.token_url = env("INTERPLAB_OAUTH_TOKEN_URL", "")
+    c.GenericOAuthenticator.userdata_url = env("INTERPLAB_OAUTH_USERDATA_URL", "")
+    c.GenericOAuthenticator.scope = ["openid", "profile", "email", "groups"]
+    c.GenericOAuthenticator.username_claim = env("INTERPLAB_OAUTH_USERNAME_CLAIM", "preferred_username")
+    c.GenericOAuthenticator.manage_groups = True
+    c.GenericOAuthenticator.auth_state_groups_key = "oauth_user.groups"
+    c.GenericOAuthenticator.allowed_groups = set(_names("INTERPLAB_OAUTH_ALLOWED_GROUPS", STUDENT_GROUP + "," + FORMGRADE_GROUP))
+    c.GenericOAuthenticator.admin_groups = set(_names("INTERPLAB_OAUTH_ADMIN_GROUPS"))
+elif AUTH == "lti13":
+    # An LTI 1.3 launch from the LMS; instructors by their LIS role (hub_auth.CourseLTI13Authenticator).
+    c.JupyterHub.authenticator_class = "interplab.autograder.hub_auth.CourseLTI13Authenticator"
+    c.CourseLTI13Authenticator.course_id = COURSE_ID
+    c.LTI13Authenticator.issuer = env("INTERPLAB_LTI_ISSUER", "")
+    c.LTI13Authenticator.client_id = _names("INTERPLAB_LTI_CLIENT_ID")
+    c.LTI13Authenticator.authorize_url = env("INTERPLAB_LTI_AUTHORIZE_URL", "")
+    c.LTI13Authenticator.jwks_endpoint = env("INTERPLAB_LTI_JWKS_URL", "")
+    c.LTI13Authenticator.username_key = env("INTERPLAB_LTI_USERNAME_KEY", "email")
+    c.Authenticator.manage_groups = True
+    c.Authenticator.allow_all = True
+
+c.Authenticator.admin_users = set(_names("INTERPLAB_ADMINS"))
+# Groups from the environment (demo, native); OAuth and LTI manage them from their claims.
+if AUTH in ("demo", "native"):
+    c.JupyterHub.load_groups = {
+        FORMGRADE_GROUP: {"users": instructors},
+        STUDENT_GROUP: {"users": sorted(set(students) | set(instructors))},
+    }
+
+# --- roles: nobody gets more than their own server, except as listed here -----------------------
+c.JupyterHub.load_roles = [
+    {
+        # instructors: the formgrader, and a read-only view of the course's students and servers
+        "name": f"instructor-{COURSE_ID}",
+        "groups": [FORMGRADE_GROUP],
+        "scopes": [
+            f"access:services!service={FORMGRADER}",
+            f"read:users!group={STUDENT_GROUP}",
+            f"read:servers!group={STUDENT_GROUP}",
+            f"list:users!group={STUDENT_GROUP}",
+        ],
+    },
+    {
+        "name": "idle-culler",
+        "services": ["idle-culler"],
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    },
+    {
+        "name": FORMGRADER,
+        "services": [FORMGRADER],
+        "scopes": [f"read:users!group={STUDENT_GROUP}", f"list:users!group={STUDENT_GROUP}", "read:groups", f"groups!group={STUDENT_GROUP}"],
+    },
+]
+
+# --- services: the formgrader (instructors only) and the idle culler ----------------------------
+c.JupyterHub.services = [
+    {
+        "name": FORMGRADER,
+        "url": f"http://127.0.0.1:{FORMGRADER_PORT}",
+        "display": True,
+        "oauth_no_confirm": True,
+        "cwd": str(COURSE),
+        "command": [sys.executable, "-m", "jupyterhub.singleuser"]
+        + (["--allow-root"] if os.geteuid() == 0 else [])
+        + [f"--ServerApp.root_dir={COURSE}"],
+        "environment": {
+            "JUPYTER_CONFIG_PATH": str(FORMGRADER_CONFIG),
+            "INTERPLAB_EXCHANGE": EXCHANGE,
+            "INTERPLAB_COURSE_ID": COURSE_ID,
+            "INTERPLAB_COURSE": str(COURSE),
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), env("PATH", "")]),
+            "HF_HUB_OFFLINE": "1",
+        },
+    },
+    {
+        "name": "idle-culler",
+        "command": [
+            sys.executable, "-m", "jupyterhub_idle_culler",
+            f"--timeout={int(env('INTERPLAB_CULL_TIMEOUT', '3600'))}",
+            "--cull-every=300",
+        ],
+    },
+]
+
+# --- single-user servers -------------------------------------------------------------------------
+c.Spawner.default_url = "/lab"
+# A server's own token: JupyterHub's defaults plus the user's groups, which nbgrader's
+# JupyterHubAuthPlugin reads to list the student's courses.
+c.Spawner.server_token_scopes = [
+    "users:activity!user", "access:servers!server", "read:users:name!user", "read:users:groups!user",
+]
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 60
+c.Spawner.environment = {
+    "INTERPLAB_COURSE_ID": COURSE_ID,
+    "INTERPLAB_EXCHANGE": EXCHANGE,
+    "HF_HUB_OFFLINE": "1",
+}
+# The exchange path of the course inside a server, and the per-student inbox that backs it in
+# containers (deploy/README.md, "The exchange on Kubernetes").
+EXCHANGE_OUTBOUND = f"{EXCHANGE}/{COURSE_ID}/outbound"
+EXCHANGE_INBOUND = f"{EXCHANGE}/{COURSE_ID}/inbound"
+EXCHANGE_FEEDBACK = f"{EXCHANGE}/{COURSE_ID}/feedback"
+
+if SPAWNER == "local":
+    c.JupyterHub.spawner_class = CourseLocalSpawner
+    c.CourseLocalSpawner.home_dir_template = str(DATA / "home" / "{username}")
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
+    c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env("PATH", "")])
+    c.Spawner.mem_limit = None
+elif SPAWNER == "kubernetes":
+    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://hub:{HUB_API_PORT}")
+    c.KubeSpawner.namespace = env("INTERPLAB_K8S_NAMESPACE", "interplab")
+    c.KubeSpawner.profile_list = hub_profiles.kubespawner_profile_list(
+        cpu_image=env("INTERPLAB_IMAGE", hub_profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", hub_profiles.GPU_IMAGE)
+    )
+    c.KubeSpawner.storage_pvc_ensure = True
+    c.KubeSpawner.pvc_name_template = "claim-{username}"
+    c.KubeSpawner.storage_capacity = env("INTERPLAB_HOME_SIZE", "5Gi")
+    c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
+    exchange_claim = env("INTERPLAB_EXCHANGE_CLAIM", "interplab-exchange")
+    c.KubeSpawner.volumes = [
+        {"name": "home", "persistentVolumeClaim": {"claimName": "claim-{username}"}},
+        {"name": "exchange", "persistentVolumeClaim": {"claimName": exchange_claim}},
+    ]
+    c.KubeSpawner.volume_mounts = [
+        {"name": "home", "mountPath": "/home/jovyan"},
+        {"name": "exchange", "mountPath": EXCHANGE_OUTBOUND, "subPath": f"{COURSE_ID}/outbound", "readOnly": True},
+        {"name": "exchange", "mountPath": EXCHANGE_INBOUND, "subPath": f"{COURSE_ID}/inbound/{{username}}"},
+        {"name": "exchange", "mountPath": EXCHANGE_FEEDBACK, "subPath": f"{COURSE_ID}/feedback", "readOnly": True},
+    ]
+    c.KubeSpawner.uid = 1000
+    c.KubeSpawner.fs_gid = 100
+elif SPAWNER == "docker":
+    from wrapspawner import ProfilesSpawner
+
+    from dockerspawner import DockerSpawner
+
+    c.JupyterHub.spawner_class = ProfilesSpawner
+    c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://host.docker.internal:{HUB_API_PORT}")
+    c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_API_PORT}"
+    host_exchange = env("INTERPLAB_HOST_EXCHANGE", str(DATA / "exchange"))
+    c.DockerSpawner.volumes = {
+        "interplab-home-{username}": "/home/jovyan",
+        f"{host_exchange}/{COURSE_ID}/outbound": {"bind": EXCHANGE_OUTBOUND, "mode": "ro"},
+        f"{host_exchange}/{COURSE_ID}/inbound/{{username}}": {"bind": EXCHANGE_INBOUND, "mode": "rw"},
+        f"{host_exchange}/{COURSE_ID}/feedback": {"bind": EXCHANGE_FEEDBACK, "mode": "ro"},
+    }
+    c.DockerSpawner.remove = True
+    c.DockerSpawner.network_name = env("INTERPLAB_DOCKER_NETWORK", "bridge")
+    c.DockerSpawner.extra_host_config = {"extra_hosts": {"host.docker.internal": "host-gateway"}}
+    images = dict(cpu_image=env("INTERPLAB_IMAGE", hub_profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", hub_profiles.GPU_IMAGE))
+    per_profile = {}
+    for p in hub_profiles.PROFILES:
+        settings = hub_profiles.docker_settings(p, **images)
+        # the profile's host config adds the GPU request to the hub-wide one (host.docker.internal)
+        settings["extra_host_config"] = {"extra_hosts": {"host.docker.internal": "host-gateway"}, **settings.get("extra_host_config", {})}
+        per_profile[p.slug] = settings
+    c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(DockerSpawner, per_profile)
+elif SPAWNER == "slurm":
+    from batchspawner import SlurmSpawner
+    from wrapspawner import ProfilesSpawner
+
+    c.JupyterHub.spawner_class = ProfilesSpawner
+    # Compute nodes reach the hub over the cluster network.
+    c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_API_PORT}"
+    c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://{os.uname().nodename}:{HUB_API_PORT}")
+    c.Spawner.cmd = ["jupyterhub-singleuser"]
+    # the cluster's nodes share the home file system with the hub, and so this checkout
+    c.Spawner.environment["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
+    c.SlurmSpawner.req_srun = ""
+    c.SlurmSpawner.req_prologue = "source /etc/profile.d/interplab.sh 2>/dev/null || true"
+    per_profile = {
+        p.slug: hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", ""))
+        for p in hub_profiles.PROFILES
+    }
+    c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(SlurmSpawner, per_profile)
+    c.Spawner.start_timeout = 600  # a queued job may wait for a node
