@@ -158,8 +158,8 @@ def test_restart_keeps_users_releases_and_submissions(hub):
     token = token_of(hub, "alice")  # same password still works
     model = requests.get(f"{hub.url}/hub/api/users/alice", headers=auth(token), timeout=30).json()
     assert model["name"] == "alice" and "nbgrader-interplab" in model["groups"]
-    spawn(hub, token, "alice")
-    listing = requests.get(f"{hub.url}/user/alice/assignments", params={"course_id": "interplab"},
-                           headers=auth(token), timeout=60).json()["value"]
-    assert {a["status"] for a in listing} == {"fetched", "submitted"}
+    # released assignments and submissions are still in the exchange, fetched work in alice's home
+    assert (hub.exchange / "interplab" / "outbound" / "mini" / "mini.ipynb").is_file()
+    assert {p.name.split("+")[0] for p in (hub.exchange / "interplab" / "inbound").iterdir()} >= {"alice", "bob"}
     assert (hub.data / "home" / "alice" / "mini" / "mini.ipynb").is_file()
+    assert (hub.course / "submitted" / "alice" / "mini" / "mini.ipynb").is_file()
