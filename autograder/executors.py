@@ -89,6 +89,8 @@ def execution_status(nb: nbformat.NotebookNode) -> str:
                 return f"cell {index}: {output.get('evalue')}"
             if output.get("ename") == "CellTimeoutError":
                 return f"cell {index}: a cell ran longer than its time limit and was interrupted"
+            if output.get("ename") == "MemoryError":
+                return f"cell {index}: ran out of memory (the sandbox's memory limit)"
     return "ok"
 
 

@@ -92,6 +92,16 @@ def sanitize(course: Course, assignment: str, student: str, notebook: str, nb: n
     return nb
 
 
+def test_cells_in(nb: nbformat.NotebookNode) -> set[str]:
+    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+            if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"}
+
+
+def expected_test_cells(course: Course, assignment: str, notebook: str) -> set[str]:
+    with Gradebook(course.db_url, course.id) as gb:
+        return {cell.name for cell in gb.find_notebook(notebook, assignment).grade_cells if cell.cell_type == "code"}
+
+
 def job_key(nb: nbformat.NotebookNode, files: dict[str, bytes], seed: int) -> str:
     digest = hashlib.sha256(execution_key(nb).encode())
     for name, content in sorted(files.items()):
@@ -125,6 +135,9 @@ def prepare(course: Course, assignment: str, student: str, notebooks: list[str],
         except Exception as exc:
             problems.append(f"{notebook}.ipynb could not be sanitized ({type(exc).__name__}: {str(exc)[:120]})")
             continue
+        missing = sorted(expected_test_cells(course, assignment, notebook) - test_cells_in(nb))
+        if missing:
+            problems.append(f"{notebook}.ipynb lacks test cell(s) {', '.join(missing)} (deleted or their metadata edited): 0 there")
         grading = course.settings.get("grading", {})
         submission.jobs.append(Job(settings=dict(grading),
             assignment=assignment, student=student, notebook=notebook, sanitized=nbformat.writes(nb), files=files,
