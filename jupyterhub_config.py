@@ -152,7 +152,8 @@ c.JupyterHub.load_roles = [
     {
         "name": FORMGRADER,
         "services": [FORMGRADER],
-        "scopes": [f"read:users!group={STUDENT_GROUP}", f"list:users!group={STUDENT_GROUP}", "read:groups", f"groups!group={STUDENT_GROUP}"],
+        # read-only: the formgrader lists the course's members; it never changes hub groups
+        "scopes": [f"read:users!group={STUDENT_GROUP}", f"list:users!group={STUDENT_GROUP}", f"read:groups!group={STUDENT_GROUP}"],
     },
 ]
 
@@ -193,8 +194,10 @@ c.Spawner.default_url = "/lab"
 c.Spawner.server_token_scopes = [
     "users:activity!user", "access:servers!server", "read:users:name!user", "read:users:groups!user",
 ]
-c.Spawner.start_timeout = 120
-c.Spawner.http_timeout = 60
+# generous: a classroom logging in at once on a small machine (benchmarks/hub_load.py) queues the
+# servers' start-up for minutes
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 240
 c.Spawner.environment = {
     "INTERPLAB_COURSE_ID": COURSE_ID,
     "INTERPLAB_EXCHANGE": EXCHANGE,

@@ -54,15 +54,27 @@ def released_assignments(course: Path) -> list[str]:
 
 
 def build_if_needed(course: Path) -> None:
-    if released_assignments(course):
-        return
-    _log(f"no assignment built in {course}/release yet: running `interplab build`")
+    """`interplab build` for every assignment of the course that has no release yet (a rebuilt
+    master is the instructor's call: `interplab build <a>`, then restart the hub to release it)."""
+    released = set(released_assignments(course))
     try:
         from interplab.autograder.build import build_command
+        from interplab.autograder.course import Course, CourseError
     except ImportError:  # the build step is not installed: fall back to the command line
-        subprocess.run([sys.executable, "-m", "interplab.cli", "build", "--course", str(course)], check=True)
+        if not released:
+            subprocess.run([sys.executable, "-m", "interplab.cli", "build", "--course", str(course)], check=True)
         return
-    status = build_command(argparse.Namespace(course=course, assignments=[], skip_validation=False))
+    try:
+        missing = [a for a in Course.load(course).known_assignments() if a not in released]
+    except CourseError as exc:  # a course without masters (say, built elsewhere): serve what is released
+        _log(f"nothing to build ({exc})")
+        missing = []
+    if not missing:
+        if not released:
+            _log(f"warning: no assignment in {course}/release: students will see an empty Assignments panel")
+        return
+    _log(f"no assignment built in {course}/release yet for {', '.join(missing)}: running `interplab build`")
+    status = build_command(argparse.Namespace(course=course, assignments=missing, skip_validation=False))
     if status:
         raise SystemExit(f"interplab build failed (exit {status}); fix it, then run `make hub` again")
 

@@ -186,6 +186,8 @@ def spawn(hub: Hub, token: str, name: str, timeout: float = 120) -> float:
         server = model.get("servers", {}).get("")
         if server and server.get("ready"):
             return time.monotonic() - t0
+        if not server:  # the hub gave up on it (start or http timeout): see the hub's log
+            raise RuntimeError(f"spawn of {name} failed after {time.monotonic() - t0:.0f} s")
         time.sleep(0.25)
     raise RuntimeError(f"server of {name} not ready in {timeout} s")
 

@@ -11,6 +11,7 @@ every step has a timeout and the whole run a deadline; the hub and all servers a
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
@@ -58,8 +59,12 @@ def memory_mib(hub) -> dict[str, float]:
     mib = lambda ps: sum(p.memory_info().rss for p in ps) / 2**20
     jhub = [p for p in procs if "jupyterhub" in " ".join(p.cmdline()[:3]) and "-f" in p.cmdline()]
     proxy = [p for p in procs if "configurable-http-proxy" in " ".join(p.cmdline())]
-    servers = [p for p in procs if "jupyterhub.singleuser" in " ".join(p.cmdline())]
-    return {"hub": mib(jhub), "proxy": mib(proxy), "servers": mib(servers), "n_servers": len(servers)}
+    singleuser = [p for p in procs if "jupyterhub.singleuser" in " ".join(p.cmdline())]
+    # the formgrader service is a Jupyter server too, started in the course directory
+    formgrader = [p for p in singleuser if any(a.startswith("--ServerApp.root_dir") for a in p.cmdline())]
+    servers = [p for p in singleuser if p not in formgrader]
+    return {"hub": mib(jhub), "proxy": mib(proxy), "servers": mib(servers), "n_servers": len(servers),
+            "formgrader": mib(formgrader)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--students", type=int, default=30)
     ap.add_argument("--deadline", type=float, default=600, help="seconds for the whole load phase")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started in the background
     names = tuple(f"student{i:02d}" for i in range(1, args.students + 1))
     with tempfile.TemporaryDirectory(prefix="interplab-hubload-") as tmp:
         tmp = Path(tmp)
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"open notebook: p50 {statistics.median(r['open_s'] for r in ok):.2f} s; "
               f"whole path p50 {statistics.median(r['total_s'] for r in ok):.1f} s")
     print(f"hub memory (RSS): JupyterHub {idle['hub']:.0f} MiB idle -> {loaded['hub']:.0f} MiB loaded; "
-          f"proxy {loaded['proxy']:.0f} MiB; {loaded['n_servers']} servers {loaded['servers']:.0f} MiB in all")
+          f"proxy {loaded['proxy']:.0f} MiB; formgrader {loaded['formgrader']:.0f} MiB; "
+          f"{loaded['n_servers']} student servers {loaded['servers']:.0f} MiB in all")
     for r in results:
         if not r["ok"]:
             print(f"  failed {r['name']}: {r.get('error')}")
