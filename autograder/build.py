@@ -15,6 +15,7 @@ The pipeline is a list of named steps (nbgrader's converter style); each is a sm
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import tempfile
@@ -66,6 +67,50 @@ class Build:
         return int(self.course.grading("cell_timeout", 120))
 
 
+def strip_probes(source: str) -> str:
+    """The released copy of a ``checks.py``: every ``Probe``'s function replaced by None, then the
+    private top-level helpers nothing else uses any more removed (repeatedly). Known-wrong variants
+    are often one edit away from the solution, so they stay in the instructor's copy; the release
+    keeps their names and messages, and their outputs travel as data in the references."""
+    tree = ast.parse(source)
+
+    class DropProbeFunctions(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.Call:
+            self.generic_visit(node)
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            if name == "Probe":
+                if len(node.args) >= 2:
+                    node.args[1] = ast.Constant(None)
+                for keyword in node.keywords:
+                    if keyword.arg == "fn":
+                        keyword.value = ast.Constant(None)
+            return node
+
+    tree = DropProbeFunctions().visit(tree)
+
+    def defined_name(stmt: ast.stmt) -> str | None:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return stmt.name
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            return stmt.targets[0].id
+        return None
+
+    changed = True
+    while changed:
+        changed = False
+        for stmt in list(tree.body):
+            name = defined_name(stmt)
+            if not name or not name.startswith("_") or name.startswith("__"):
+                continue
+            used = any(isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
+                       for other in tree.body if other is not stmt for node in ast.walk(other))
+            if not used:
+                tree.body.remove(stmt)
+                changed = True
+    header = "# Released copy of this assignment's checks (built by `interplab build`; probes removed).\n"
+    return header + ast.unparse(ast.fix_missing_locations(tree)) + "\n"
+
+
 def step_source(build: Build) -> None:
     if not build.master.is_file() or not build.checks.is_file():
         raise BuildError(f"assignment {build.assignment!r} needs {build.master} and {build.checks}")
@@ -81,6 +126,7 @@ def step_source(build: Build) -> None:
         if item.name in SKIP_FILES or item == build.master or item.suffix == ".ipynb":
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, build.source_dir / item.name)
+    (build.source_dir / "checks.py").write_text(strip_probes(build.checks.read_text()))
     nbformat.write(nb, build.source_notebook)
 
 
@@ -88,11 +134,15 @@ def step_seed(build: Build) -> None:
     build.seed = build.course.store.seed(build.assignment)
 
 
-def _run_copy(directory: Path, notebook_name: str, env: dict[str, str], timeout: int) -> nbformat.NotebookNode:
-    """Execute a notebook in a scratch copy of its folder, so nothing it writes lands in the course."""
+def _run_copy(directory: Path, notebook_name: str, env: dict[str, str], timeout: int,
+              overlay: dict[str, Path] | None = None) -> nbformat.NotebookNode:
+    """Execute a notebook in a scratch copy of its folder, so nothing it writes lands in the course
+    (``overlay``: files to put over the copy, e.g. the instructor's full checks.py)."""
     with tempfile.TemporaryDirectory(prefix="interplab-build-") as tmp:
         work = Path(tmp) / directory.name
         shutil.copytree(directory, work)
+        for name, path in (overlay or {}).items():
+            shutil.copy2(path, work / name)
         nb = nbformat.read(work / notebook_name, as_version=4)
         return execute(nb, work, env, timeout=timeout)
 
@@ -138,7 +188,7 @@ def public_references(references: dict[str, Any]) -> dict[str, Any]:
 
 def step_references(build: Build) -> None:
     env = mode_env("reference", seed=build.seed)
-    nb = _run_copy(build.source_dir, build.source_notebook.name, env, build.timeout)
+    nb = _run_copy(build.source_dir, build.source_notebook.name, env, build.timeout, {"checks.py": build.checks})
     errors = error_outputs(nb)
     if errors:
         index, ename, evalue = errors[0]

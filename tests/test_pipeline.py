@@ -72,6 +72,11 @@ def test_build_writes_source_release_and_private_store(mini_course):
     assert hidden["cells"] == {"test_softmax": ["mini.softmax"], "test_row_norms": ["mini.row_norms"]}
     public = json.loads((release / "references.json").read_text())
     assert set(public["exercises"]["mini.softmax"]) == {"public", "probes"}  # no hidden references shipped
+    # Probes (known-wrong variants, one edit from the solution) never leave the instructor's copy.
+    for copy in (release / "checks.py", mini_course / "source" / "mini" / "checks.py"):
+        released = copy.read_text()
+        assert "_softmax_axis0" not in released and "axis=0" not in released and "mini.softmax" in released
+        assert "you normalised over the wrong axis" in released  # the diagnosis stays
     seed = (store / "mini" / "seed").read_text().strip()
     assert seed not in (release / "references.json").read_text() and seed not in text
 

@@ -77,10 +77,11 @@ class CheckSpecError(RuntimeError):
 @dataclass(frozen=True)
 class Probe:
     """A known-wrong variant of the exercise. When the student's outputs match its outputs on
-    every case the student failed, feedback names the mistake with ``message``."""
+    every case the student failed, feedback names the mistake with ``message``. In released
+    copies of checks.py ``fn`` is None: the build keeps only the probe's outputs, as data."""
 
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None
     message: str
 
 
