@@ -40,7 +40,8 @@
 # repeated spans. Dialogues open with a persona: the **child** answers easy questions and says
 # `i do not know` to hard ones, the **expert** answers both, the **assistant** hedges hard ones
 # (`i think 3 root 3`). Every token comes with ground-truth labels, so a feature can be scored.
-# `toyworld-sae` is a pretrained SAE on its residual stream between the two layers.
+# `toyworld-sae` is a pretrained SAE on its residual stream in the middle of the second layer
+# (`blocks.1.hook_resid_mid`: after layer 1's attention, before its MLP).
 #
 # **How the checks work.** Each exercise ends with `check("saes.<name>", your_function)`. It runs your
 # function on freshly generated inputs and compares with the reference; for training exercises it
@@ -716,8 +717,9 @@ check("saes.precision_recall", precision_recall)
 
 # %% [markdown]
 # Each variable is scored where the model needs it: persona and difficulty at the `?` that ends a
-# dialogue question (where the model decides between an answer and `i do not know`), sentiment on
-# the tokens of a story from its adjective on (`label_scopes` in `interplab.zoo.toyworld_sae`).
+# dialogue question (where the model decides between an answer and `i do not know`), sentiment at
+# the `felt` of a story, where it must predict `happy` or `sad` (`label_scopes` in
+# `interplab.zoo.toyworld_sae`).
 # For every value we report the feature with the best F1 and show its top contexts.
 
 # %%

@@ -1,5 +1,5 @@
-"""``toyworld-sae``: a ReLU sparse autoencoder on ``toyworld-lm``'s residual stream between its two
-layers (:data:`HOOK_NAME`), shipped so that later assignments (steering, attribution) do not depend on
+"""``toyworld-sae``: a ReLU sparse autoencoder on ``toyworld-lm``'s residual stream in the middle of
+its second layer, after attention and before the MLP (:data:`HOOK_NAME`), shipped so that later assignments (steering, attribution) do not depend on
 a student's own SAE.
 
 The weights file holds SAELens's parameter names and shapes, and its metadata holds SAELens's
@@ -24,14 +24,17 @@ from interplab.toyworld import DIFFICULTIES, PERSONAS, SENTIMENTS, ToyWorld
 
 ZOO_NAME = "toyworld-sae"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-HOOK_NAME = "blocks.0.hook_resid_post"
+# Why here: linear probes (logistic regression, held-out half) on the shipped model read persona at a
+# question's "?" with 66% accuracy after layer 0 but 99% here, after layer 1's attention has moved it
+# from the dialogue's first token; difficulty (100%) and sentiment at "felt" (99%) are present too.
+HOOK_NAME = "blocks.1.hook_resid_mid"
 LM_NAME = "toyworld-lm"
 
 
 @dataclass
 class Config:
     d_sae: int = 512
-    l1_coefficient: float = 4.0
+    l1_coefficient: float = 3.0
     steps: int = 3000
     batch_size: int = 1024
     lr: float = 2e-3
@@ -39,7 +42,7 @@ class Config:
     n_docs: int = 6000
     data_seed: int = 101
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # small matrices: a second thread gains little and hurts on a shared machine
 
 
 @torch.no_grad()
@@ -57,9 +60,10 @@ def label_scopes(tokens: torch.Tensor, labels: dict[str, torch.Tensor], world: T
 
     * persona and difficulty: the ``?`` ending each question of a dialogue, where the model must
       decide how to answer (difficulty 0 there means a fact question);
-    * sentiment: the tokens of a sentiment story from the adjective to the final ``.``."""
+    * sentiment: the ``felt`` of a sentiment story, where the model must predict ``happy`` or ``sad``."""
     question_mark = (tokens == world.tokenizer.index["?"]) & (labels["doc_type"] == 1)
-    return {"persona": question_mark, "difficulty": question_mark, "sentiment": labels["sentiment"] > 0}
+    felt = (tokens == world.tokenizer.index["felt"]) & (labels["sentiment"] > 0)
+    return {"persona": question_mark, "difficulty": question_mark, "sentiment": felt}
 
 
 def label_scores(f: torch.Tensor, labels: dict[str, torch.Tensor], scopes: dict[str, torch.Tensor]
@@ -99,7 +103,7 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
-    start = time.time()
+    start, start_cpu = time.time(), time.process_time()
     model = zoo.load(LM_NAME)
     world = ToyWorld()
     batch = world.sample(cfg.n_docs, cfg.data_seed)
@@ -118,7 +122,7 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
     sae_lib.train_sae(sae, lambda step: next(rows),
                       sae_lib.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                           resample_every=cfg.resample_every, log_every=250, seed=cfg.seed), log)
-    elapsed = time.time() - start
+    elapsed, cpu = time.time() - start, time.process_time() - start_cpu
     metrics = evaluate(sae, model, world)
     weights = {k: getattr(sae, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
     save_file(weights, str(out_dir / f"{ZOO_NAME}.safetensors"),
@@ -131,7 +135,8 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
         "model": LM_NAME,
         "config": asdict(cfg),
         "seed": cfg.seed,
-        "training_time_s": round(elapsed, 1),
+        "training_time_s": round(elapsed, 1),  # wall clock (activations + training), on a shared machine
+        "training_cpu_s": round(cpu, 1),
         "metrics": metrics["summary"],
         "ground_truth_features": metrics["features"],
         "metric_definitions": sae_lib.__doc__.split("Definitions", 1)[1].strip(),
