@@ -8,7 +8,8 @@ with the master's locked setup cell). They are cross-checked against independent
   shipped zoo models, univariate and multivariate;
 - completeness: IG's gap against Captum's convergence delta, and per segment for the grouped
   methods (a segment's attribution is the drop of a forward pass with that segment removed);
-- a second, deliberately plain implementation of deletion/insertion AUC (numpy loops);
+- a second, deliberately plain implementation of deletion/insertion AUC (numpy loops), and of
+  comprehensiveness/sufficiency;
 - TSR against a literal transcription of Ismail et al.'s Algorithm 1 (loops over t and i);
 - the LIME surrogate against scikit-learn's weighted ``LinearRegression``.
 
@@ -261,6 +262,31 @@ def test_deletion_auc_agrees_with_a_plain_implementation(ref, setting, ranking, 
         plain = _plain_curves(model, x, attributions, 8, baseline, ranking, output)
         np.testing.assert_allclose(ours["deletion_auc"].numpy(), plain["deletion"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(ours["insertion_auc"].numpy(), plain["insertion"], rtol=1e-4, atol=1e-5)
+
+
+def test_comprehensiveness_sufficiency_agree_with_a_plain_implementation(ref, setting):
+    model, x, _ = setting
+    attributions = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    percents = (3, 20, 50)
+    ours = ref["comprehensiveness_sufficiency"](model, x, attributions, percents=percents, baselines=0.2,
+                                                ranking="absolute", output="probability")
+    with torch.no_grad():
+        for b in range(x.shape[0]):
+            probs = model(x[b:b + 1]).softmax(-1)[0]
+            target = int(probs.argmax())
+            scores = attributions[b].abs().flatten().tolist()
+            order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+            comp, suff = [], []
+            for p in percents:
+                top = torch.zeros(len(scores), dtype=torch.bool)
+                top[order[: p * len(scores) // 100]] = True
+                top = top.reshape(x[b].shape)
+                removed = torch.where(top, torch.tensor(0.2), x[b])
+                kept = torch.where(top, x[b], torch.tensor(0.2))
+                comp.append(probs[target] - model(removed[None]).softmax(-1)[0, target])
+                suff.append(probs[target] - model(kept[None]).softmax(-1)[0, target])
+            torch.testing.assert_close(ours["comprehensiveness"][b], torch.stack(comp).mean(), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(ours["sufficiency"][b], torch.stack(suff).mean(), rtol=1e-4, atol=1e-5)
 
 
 def test_tsr_agrees_with_a_literal_algorithm_1(ref):

@@ -9,8 +9,8 @@ Probes (known-wrong variants) are written as *transformations of the reference s
 reference with a softmax appended to the model, with the argmax target, with the model in training
 mode, with the flag flipped, and so on. They only run where the reference exists: when ``interplab
 build`` executes the master notebook in reference mode, :func:`reference` finds the solution
-functions in the notebook's namespace. This file ships with the student notebook and contains no
-solution.
+functions in the notebook's namespace. So even the instructor's copy holds no solution code (the
+released copy has the probes stripped by the build in any case).
 """
 from __future__ import annotations
 
@@ -219,7 +219,8 @@ def _cs_case(rng, dataset):
     percents = tuple(sorted(int(p) for p in rng.choice(np.arange(1, 60), size=3, replace=False)))
     return {"model": fresh_model(dataset), "inputs": inputs,
             "attributions": torch.randn(inputs.shape, generator=torch_generator(rng)), "percents": percents,
-            "baselines": baseline_value(rng, inputs), "ranking": str(rng.choice(["signed", "absolute"]))}
+            "baselines": baseline_value(rng, inputs), "ranking": str(rng.choice(["signed", "absolute"])),
+            "output": str(rng.choice(["probability", "logit"]))}
 
 
 def _nun_case(rng, dataset):
@@ -405,14 +406,18 @@ EXERCISES = [
         id="tsxai.comprehensiveness_sufficiency", make_case=both(_cs_case), call=per_dataset,
         tolerances={"float32": (1e-4, 1e-5)},
         probes=[
-            Probe("double_softmax", variant("comprehensiveness_sufficiency", model=lambda k: with_softmax(k["model"])),
-                  "softmax applied twice: the models return logits, apply softmax once"),
+            Probe("double_softmax", lambda **k: reference("comprehensiveness_sufficiency")(
+                **{**k, "model": with_softmax(k["model"]) if k["output"] == "probability" else k["model"]}),
+                "softmax applied twice: the models return logits, apply softmax once (only for output='probability')"),
             Probe("swapped", mapped("comprehensiveness_sufficiency", lambda out, k: {
                 "comprehensiveness": out["sufficiency"], "sufficiency": out["comprehensiveness"]}),
                 "comprehensiveness and sufficiency are swapped: comprehensiveness removes the top-k, sufficiency keeps only them"),
             Probe("ranking", variant("comprehensiveness_sufficiency",
                                      ranking=lambda k: "absolute" if k["ranking"] == "signed" else "signed"),
                   "the `ranking` convention is swapped or ignored"),
+            Probe("output", variant("comprehensiveness_sufficiency",
+                                    output=lambda k: "logit" if k["output"] == "probability" else "probability"),
+                  "the `output` convention is swapped or ignored: probabilities are softmax(logits), 'logit' is the raw logit"),
         ],
         hint="k = (p * N) // 100 for each p in percents; average the per-k differences of probabilities",
     ),

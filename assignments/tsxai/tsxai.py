@@ -561,11 +561,12 @@ check("tsxai.perturbation_curves", perturbation_curves)
 # sizes $k$: does removing the top-$k$ elements hurt (comprehensiveness
 # $p_c(x) - p_c(x_{\setminus \text{top-}k})$, higher is better), and does keeping only them suffice
 # (sufficiency $p_c(x) - p_c(x_{\text{top-}k\text{ only}})$, lower is better)? Both use
-# probabilities, the clean argmax target and the same ranking as above, with
+# probabilities by default, the clean argmax target and the same ranking as above, with
 # $k = \lfloor pN/100 \rfloor$ for each percentage $p$ in `percents`, averaged over the percentages.
+# The `output` argument works as in `perturbation_curves` (`"logit"` replaces $p_c$ by the logit).
 #
 # **Task** (difficulty 2/5, ~15 min): implement
-# `comprehensiveness_sufficiency(model, inputs, attributions, percents=(1, 5, 10, 20, 50), baselines=0.0, ranking="signed")`
+# `comprehensiveness_sufficiency(model, inputs, attributions, percents=(1, 5, 10, 20, 50), baselines=0.0, ranking="signed", output="probability")`
 # returning `{"comprehensiveness": (batch,), "sufficiency": (batch,)}`.
 #
 # <details><summary>Hint</summary>
@@ -578,27 +579,30 @@ check("tsxai.perturbation_curves", perturbation_curves)
 def comprehensiveness_sufficiency(model: nn.Module, inputs: Float[Tensor, "batch channels time"],
                                   attributions: Float[Tensor, "batch channels time"],
                                   percents: tuple[int, ...] = (1, 5, 10, 20, 50), baselines: float | Tensor = 0.0,
-                                  ranking: str = "signed") -> dict[str, Tensor]:
-    """ERASER's comprehensiveness and sufficiency on probabilities, averaged over ``percents``."""
+                                  ranking: str = "signed", output: str = "probability") -> dict[str, Tensor]:
+    """ERASER's comprehensiveness and sufficiency (probabilities by default), averaged over ``percents``."""
     ### BEGIN SOLUTION
-    if ranking not in ("signed", "absolute"):
-        raise ValueError(f"ranking={ranking!r}")
+    if ranking not in ("signed", "absolute") or output not in ("probability", "logit"):
+        raise ValueError(f"ranking={ranking!r}, output={output!r}")
     batch, n = inputs.shape[0], inputs[0].numel()
     flat = inputs.reshape(batch, n)
     base = torch.as_tensor(baselines, dtype=inputs.dtype).expand_as(inputs).reshape(batch, n)
     scores = attributions.reshape(batch, n)
     order = torch.argsort(scores.abs() if ranking == "absolute" else scores, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(n).expand(batch, n))
+    def score(x: Tensor) -> Tensor:
+        logits = model(x.reshape(inputs.shape))
+        values = logits.softmax(-1) if output == "probability" else logits
+        return values.gather(1, target[:, None])[:, 0]
+
     with torch.no_grad():
-        probs = model(inputs).softmax(-1)
-        target = probs.argmax(-1)
-        p = probs.gather(1, target[:, None])[:, 0]
-        prob = lambda x: model(x.reshape(inputs.shape)).softmax(-1).gather(1, target[:, None])[:, 0]
+        target = model(inputs).argmax(-1)
+        clean = score(flat)
         comp, suff = [], []
         for pc in percents:
             top = rank < (pc * n) // 100
-            comp.append(p - prob(torch.where(top, base, flat)))
-            suff.append(p - prob(torch.where(top, flat, base)))
+            comp.append(clean - score(torch.where(top, base, flat)))
+            suff.append(clean - score(torch.where(top, flat, base)))
     return {"comprehensiveness": torch.stack(comp, 1).mean(1), "sufficiency": torch.stack(suff, 1).mean(1)}
     ### END SOLUTION
 

@@ -1,8 +1,8 @@
 """Make ``gunpoint.npz`` and ``basicmotions.npz`` (and ``MANIFEST.json``) once, from aeon's bundled copies.
 
-Why files and not aeon at run time: every aeon release (up to 1.6.0, checked) pins
-``pandas<3.1`` and ``numba<0.64`` (which needs ``numpy<2.4``), and the InterpLab stack pins
-pandas 3.1.1 and numpy 2.4.6. So aeon cannot live in the course environment; instead this script
+Why files and not aeon at run time: no aeon release fits the InterpLab stack (pandas 3.1.1, numpy
+2.4.6). Checked: aeon 1.6.0 pins ``pandas<3.1`` and ``numba<0.64`` (numba 0.63 needs ``numpy<2.4``);
+1.3-1.5 pin ``pandas<2.4``; 1.0-1.2 pin ``numpy<2.3`` or older. So aeon cannot live in the course environment; instead this script
 runs once, in a throwaway virtual environment, and the two small datasets ship as npz files:
 
     python3 -m venv /tmp/aeon-venv && /tmp/aeon-venv/bin/pip install aeon==1.6.0

@@ -4,8 +4,8 @@ nanoGPT style: a config dataclass and a plain loop. The architecture is
 :class:`interplab.tsxai.FCN` (Wang et al. 2017) with the filter widths halved (paper 128/256/128,
 here 64/128/64 by default) so that the weights are small and every attribution method in the
 assignment runs in seconds on a laptop CPU; kernels 8/5/3, BatchNorm, ReLU and global average
-pooling are as in the paper. Adam, fixed epochs, learning rate halved when the training loss
-plateaus (the paper's schedule, on training loss only). The test split is used once, after
+pooling are as in the paper. Adam (lr 1e-3, as in the paper), a fixed number of epochs, the
+learning rate halved when the training loss plateaus. The test split is used once, after
 training, for the card: no model selection on it.
 
 This module defines no ``ZOO_NAME``: the registry lists ``fcn_gunpoint`` and ``fcn_basicmotions``.
