@@ -41,7 +41,17 @@ def bind_reference(namespace: dict[str, Any] | None) -> None:
 
 
 def reference(name: str) -> Callable[..., Any]:
-    namespace = _REFERENCE_NAMESPACE if _REFERENCE_NAMESPACE is not None else vars(sys.modules["__main__"])
+    namespace = _REFERENCE_NAMESPACE
+    if namespace is None:
+        try:  # in a kernel: the notebook's namespace
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            namespace = shell.user_ns if shell is not None else None
+        except ImportError:
+            pass
+    if namespace is None:
+        namespace = vars(sys.modules["__main__"])
     fn = namespace.get(name)
     if not callable(fn):
         raise CheckSpecError(f"probes of tsxai need the reference {name!r}: run them from the master notebook")
