@@ -121,7 +121,7 @@ def test_solutions_agree_with_independent_implementations(solutions) -> None:
     w = {k: getattr(sae, k).detach() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
     f, x_hat = solutions["sae_forward"](x, **w)
     torch.testing.assert_close(f, sae.encode(x).detach())
-    assert float(solutions["sae_loss"](x, **w, l1_coefficient=0.7)) == pytest.approx(float(sae.loss(x)[0]), rel=1e-5)
+    assert float(solutions["sae_loss"](x, **w, l1_coefficient=0.7)) == pytest.approx(sae.loss(x)[0].item(), rel=1e-5)
     # Feature recovery: the library's functions.
     true, learned = torch.randn(5, 8, generator=g), torch.randn(9, 8, generator=g)
     rec = solutions["feature_recovery"](true, learned)
