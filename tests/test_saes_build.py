@@ -1,0 +1,37 @@
+"""The saes assignment through the real command line, offline, on a temporary copy of the course:
+`interplab build` (whose validation requires the master to score full marks and the student
+version to raise nothing but NotImplementedError), then `interplab check` on the solution notebook
+(every check passes, within the 120 s budget) and on the student notebook (fails cleanly)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import interplab, make_course
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("saes"))
+    interplab("build", "--course", str(course), "saes", check=True)
+    return course
+
+
+def test_solution_notebook_passes_every_check_within_budget(course) -> None:
+    start = time.perf_counter()
+    proc = interplab("check", str(course / "source" / "saes" / "saes.ipynb"))
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "16 of 16 exercises pass" in proc.stdout, proc.stdout
+    assert elapsed < 120, f"the solution notebook took {elapsed:.0f} s"
+
+
+def test_student_notebook_fails_cleanly(course) -> None:
+    proc = interplab("check", str(course / "release" / "saes" / "saes.ipynb"))
+    assert proc.returncode != 0
+    assert "0 of 16 exercises pass" in proc.stdout, proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("saes.")]
+    assert len(rows) == 16 and all("NotImplementedError" in row for row in rows), proc.stdout
