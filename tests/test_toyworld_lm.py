@@ -118,3 +118,22 @@ def test_training_is_checkpointed_and_resumes_to_the_same_weights(tmp_path) -> N
     straight = load_file(str(tmp_path / "b" / "toyworld-lm.safetensors"))
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
+
+
+def test_persona_reaches_the_question_mark_only_after_layer_1_attention(model) -> None:
+    """Why toyworld-sae sits at blocks.1.hook_resid_mid: a linear probe (trained on half the "?"
+    tokens of dialogues, scored on the other half) reads the persona there, not after layer 0."""
+    from sklearn.linear_model import LogisticRegression
+
+    batch = WORLD.sample(800, 5, doc_type="dialogue")
+    hooks = ["blocks.0.hook_resid_post", toyworld_sae.HOOK_NAME]
+    _, cache = model.run_with_cache(batch.tokens, names_filter=hooks)
+    question = batch.tokens == WORLD.tokenizer.index["?"]
+    y = batch.labels["persona"][question].numpy()
+    accuracy = {}
+    for hook in hooks:
+        X = cache[hook][question].numpy()
+        half = len(y) // 2
+        accuracy[hook] = LogisticRegression(max_iter=300).fit(X[:half], y[:half]).score(X[half:], y[half:])
+    assert accuracy[toyworld_sae.HOOK_NAME] >= 0.95, accuracy
+    assert accuracy["blocks.0.hook_resid_post"] <= 0.85, accuracy
