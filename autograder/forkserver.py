@@ -51,6 +51,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -71,7 +72,8 @@ DEFAULT_PRELOAD = ("numpy", "torch", "einops", "jaxtyping", "transformer_lens", 
                    "ipykernel.kernelapp", "ipykernel.ipkernel")
 CHILD_SCRIPT = Path(__file__).with_name("forkserver_child.py")
 SCRIPT_IN_SANDBOX = "/opt/interplab/forkserver_child.py"
-RUNTIME_BASE = Path("/run/interplab-forkserver")
+# Workdirs live here, like run_job's (a disk-backed temp dir, not the small /run tmpfs).
+RUNTIME_BASE = Path(tempfile.gettempdir()) / "interplab-forkserver"
 # The server's own environment: what imports may read, never a seed, token or host path.
 SERVER_ENV_KEEP = ("LANG", "LANGUAGE", "TZ", "PYTHONHASHSEED", "PYTHONWARNINGS")
 SERVER_ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "LC_", "TORCH_", "CUDA_", "NVIDIA_", "CUBLAS_", "HF_",
@@ -95,7 +97,8 @@ class ForkServer:
 
     def __init__(self, preload: Iterable[str] = DEFAULT_PRELOAD, policy: SandboxPolicy | None = None, *,
                  caps: Capabilities | None = None, forbidden: Iterable[str | os.PathLike] = (),
-                 start_timeout: float = 300):
+                 start_timeout: float = 300, base_dir: str | os.PathLike = RUNTIME_BASE):
+        self.base_dir = Path(base_dir)
         self.preload = [str(name) for name in preload]
         self.policy = policy or SandboxPolicy()  # only tmp_size, gpu, extra_ro_paths matter to the server
         self.caps = caps or probe()
@@ -117,10 +120,11 @@ class ForkServer:
             raise SandboxError("the fork server needs root and a working bwrap (it isolates each forked kernel "
                                f"with namespaces and drops to the slot's uid); here root={self.caps.root} "
                                f"bwrap={self.caps.bwrap}: use SandboxedKernelManager")
-        RUNTIME_BASE.mkdir(mode=0o755, exist_ok=True)
-        if RUNTIME_BASE.is_symlink() or RUNTIME_BASE.lstat().st_uid != 0:
-            raise SandboxError(f"{RUNTIME_BASE} is not a root-owned directory")
-        self.base = RUNTIME_BASE / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.base_dir.mkdir(mode=0o755, exist_ok=True)
+        st = self.base_dir.lstat()
+        if self.base_dir.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
+            raise SandboxError(f"{self.base_dir} must be a directory owned by root and writable only by root")
+        self.base = self.base_dir / f"{os.getpid()}-{secrets.token_hex(4)}"
         self.base.mkdir(mode=0o711)
         self.jobs_root = self.base / "j"
         self.jobs_root.mkdir(mode=0o711)
@@ -338,6 +342,10 @@ class ForkedKernel:
 
     terminate = kill
 
+    def close(self) -> None:
+        """Let go of the supervisor (which then kills whatever is left of the kernel)."""
+        self._sock.close()
+
 
 # ----------------------------------------------------------------------------------------------
 # One server per grading worker process
@@ -381,10 +389,14 @@ class ForkServerProvisioner(LocalProvisioner):
         km = self.parent
         assert isinstance(km, ForkServerKernelManager) and km.job is not None and km.sandbox is not None
         box = km.sandbox
-        self.process = km.server().spawn(
-            km.job, km.connection_file, {**kwargs.get("env", {}), "JPY_PARENT_PID": "1"},
-            uid=box.uid, gid=box.gid, policy=km.policy,
-            cgroup_procs=box._cgroups.procs_files if box._cgroups else ())
+        try:
+            self.process = km.server().spawn(
+                km.job, km.connection_file, {**kwargs.get("env", {}), "JPY_PARENT_PID": "1"},
+                uid=box.uid, gid=box.gid, policy=km.policy,
+                cgroup_procs=box._cgroups.procs_files if box._cgroups else ())
+        except BaseException:
+            km._close_sandbox()  # no kernel: give the slot, cgroups and workdir back now
+            raise
         self.pid, self.pgid, self.cwd = self.process.pid, None, str(km.job.work)
         return self.connection_info
 
@@ -449,6 +461,7 @@ class ForkServerKernelManager(SandboxedKernelManager):
         process = getattr(self.provisioner, "process", None)
         if isinstance(process, ForkedKernel):
             process.kill()
+            process.close()
         super()._close_sandbox()
         if self.job is not None:  # a copy we made goes; a workdir we were given stays (its run dir goes)
             shutil.rmtree(self.job.root if self._own_job else self.job.run, ignore_errors=True)

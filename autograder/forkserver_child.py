@@ -100,10 +100,12 @@ def serve(control_fd: int, preload: list[str]) -> None:
     import threading
     zmq = sys.modules.get("zmq")
     contexts = bool(zmq and getattr(zmq.Context, "_instance", None) is not None)
+    torch = sys.modules.get("torch")  # CUDA initialised before fork is unusable in every child
+    cuda = bool(torch and hasattr(torch, "cuda") and torch.cuda.is_initialized())
     python_threads = threading.active_count()
-    safe = python_threads == 1 and not contexts
+    safe = python_threads == 1 and not contexts and not cuda
     _send(control, {"ready": safe, "python_threads": python_threads, "native_threads": _threads(),
-                    "zmq_context": contexts, "loaded": loaded, "failed": failed,
+                    "zmq_context": contexts, "cuda_initialized": cuda, "loaded": loaded, "failed": failed,
                     "seconds": round(time.perf_counter() - start, 3)})
     if not safe:
         sys.exit(3)
@@ -174,13 +176,14 @@ def _isolate(req: dict) -> None:
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     keep = [(os.open(path, os.O_PATH | os.O_DIRECTORY), path) for path in (req["workdir"], req["rundir"])]
-    _mount("tmpfs", req["jobs_root"], "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-    for fd, path in keep:
-        os.makedirs(path, mode=0o755, exist_ok=True)
+    for path in ("/tmp", "/dev/shm"):  # first: the jobs root may lie under /tmp
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(req['tmp_size'])},mode=1777")
+    if os.path.isdir(req["jobs_root"]):  # still visible (not under /tmp): cover it
+        _mount("tmpfs", req["jobs_root"], "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+    for fd, path in keep:  # the kernel's own folders only, bound back from the fds opened above
+        _makedirs_root(path)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
-    for path in ("/tmp", "/dev/shm"):
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(req['tmp_size'])},mode=1777")
     if os.path.isdir("/dev/pts"):  # its own ptys (bwrap's /dev/ptmx is a link to pts/ptmx)
         _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     socket.sethostname("sandbox")
@@ -188,6 +191,17 @@ def _isolate(req: dict) -> None:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", _ioctl(s, SIOCGIFFLAGS, ifreq))[1]
         _ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _makedirs_root(path: str) -> None:
+    """``path`` and its missing parents, root-owned, mode 0755 whatever the umask."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        os.mkdir(folder)
+        os.chmod(folder, 0o755)
 
 
 def _ioctl(sock: socket.socket, request: int, arg: bytes) -> bytes:
@@ -276,11 +290,35 @@ def _kernel(req: dict) -> None:
     sys.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", req["connection_file"]]
     if "numpy" in sys.modules:  # the server's global RNG state would be the same for every kernel
         sys.modules["numpy"].random.seed()
+    _apply_thread_counts(req["env"])
     from ipykernel.kernelapp import IPKernelApp
 
     app = IPKernelApp.instance()
     app.initialize(["-f", req["connection_file"], "--HistoryManager.hist_file=:memory:"])
     app.start()
+
+
+def _apply_thread_counts(env: dict) -> None:
+    """Thread counts a fresh process would take from its environment when loading torch and BLAS;
+    here those libraries were loaded by the server, so set them from this kernel's environment."""
+    def count(*names: str) -> int | None:
+        for name in names:
+            if str(env.get(name, "")).isdigit() and int(env[name]) > 0:
+                return int(env[name])
+        return None
+
+    omp, blas = count("OMP_NUM_THREADS"), count("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+    if omp and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(omp)
+    if blas or omp:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # then BLAS keeps the server's thread count
+            return
+        if blas:
+            threadpool_limits(limits=blas, user_api="blas")
+        if omp:
+            threadpool_limits(limits=omp, user_api="openmp")
 
 
 def main(argv: list[str]) -> None:

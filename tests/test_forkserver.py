@@ -134,6 +134,8 @@ SAME = [
     "1 / 0",
     "import torch; a = torch.ones(300, 300); print(float((a @ a).sum()), float(np.linalg.norm(np.ones((300, 300)) @ np.ones(300))))",
     "print(torch.get_num_threads(), torch.randn(3, generator=torch.Generator().manual_seed(0)).tolist())",
+    # thread counts from the kernel's environment, as grading_env sets them (BLAS loaded by the server)
+    "import threadpoolctl; print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}))",
     "import __main__, pickle\ndef f(): return 3\nprint(__name__, __main__.__dict__ is globals(), pickle.loads(pickle.dumps(f))())",
     "import tempfile; print(tempfile.gettempdir(), sys.path[0] == os.getcwd(), os.environ['HOME'] == os.getcwd())",
     "import sys; print('stderr line', file=sys.stderr)",
@@ -154,7 +156,8 @@ def strip(nb) -> list[list[dict]]:
 
 
 def test_same_outputs_as_the_sandboxed_kernel(server, course):
-    env = {"INTERPLAB_HIDDEN_SEED": "1234", "GRADER_TOKEN": "hub-api-token"}
+    env = {"INTERPLAB_HIDDEN_SEED": "1234", "GRADER_TOKEN": "hub-api-token", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     plain = run_notebook(notebook(*SAME), workdir_of(course),
                          SandboxedKernelManager(slot=SLOT, show_banner=False), env)
     fork = run_notebook(notebook(*SAME), workdir_of(course), forked(server), env)
@@ -398,3 +401,20 @@ def test_kernel_start_time_fork_server_vs_sandbox(server, course):
               f"{statistics.median(plain) / statistics.median(fork):.1f}x")
     print("\n" + report)
     assert statistics.median(fork) < statistics.median(plain)
+
+
+def test_grading_execute_with_the_fork_server_kernel(course):
+    """The lead's GradingExecute (nbgrader's Execute) drives a forked kernel in grading mode; the
+    ``SandboxedKernelManager`` config section applies to the subclass as well."""
+    from interplab.autograder.steps import GradingExecute
+
+    config = Config({"Execute": {"timeout": 60},
+                     "SandboxedKernelManager": {"slot": SLOT, "show_banner": False},
+                     "ForkServerKernelManager": {"preload": ["numpy", "ipykernel.kernelapp"]}})
+    executor = GradingExecute(config=config, kernel_manager_class=ForkServerKernelManager)
+    nb = notebook("import os; print(os.getuid(), os.environ['INTERPLAB_MODE'], os.environ['INTERPLAB_HIDDEN_SEED'])")
+    resources = {"nbgrader": {"student": "alice", "assignment": "a1", "notebook": "a1", "db_url": ""},
+                 "metadata": {"path": str(workdir_of(course))}, "interplab": {"seed": 4242}}
+    executor.preprocess(nb, resources)
+    assert texts(nb.cells[0]).split() == [str(UID), "grading", "4242"]
+    assert not pids_of_uid(UID)
