@@ -32,7 +32,8 @@ from interplab.autograder.notebooks import error_outputs, execute, master_to_not
 from interplab.autograder.steps import grading_env, verify_notebook
 from interplab.checking import BUNDLE_MIME, FORMAT_VERSION, REFERENCES_FILE, exercises_in, iter_bundles
 
-SKIP_FILES = {"__pycache__", ".ipynb_checkpoints"}
+# Never released: caches, and notes meant for instructors only.
+SKIP_FILES = {"__pycache__", ".ipynb_checkpoints", "NOTE.md", "instructor"}
 
 
 class BuildError(CourseError):

@@ -42,6 +42,10 @@ def grading_env(seed: int, base: dict[str, str] | None = None) -> dict[str, str]
     env = dict(os.environ if base is None else base)
     env.pop("INTERPLAB_ASSIGNMENT_DIR", None)
     env.update({"INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": str(seed), "HF_HUB_OFFLINE": "1"})
+    # One thread per kernel: the executor already runs one kernel per core, and oversubscribed
+    # BLAS threads make cells many times slower on a busy machine.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, "1")
     return env
 
 

@@ -35,6 +35,14 @@ def registry() -> dict[str, ModuleType]:
 
 
 def module_for(name: str) -> ModuleType:
+    """The module of zoo model ``name``: ``interplab.zoo.<name with - as _>`` when it declares that
+    ZOO_NAME (imports nothing else), otherwise found by scanning every model module."""
+    try:
+        module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+        if getattr(module, "ZOO_NAME", None) == name:
+            return module
+    except ModuleNotFoundError:
+        pass
     models = registry()
     if name not in models:
         raise KeyError(f"no zoo model {name!r}; known: {', '.join(sorted(models)) or 'none'}")
