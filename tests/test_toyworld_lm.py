@@ -134,6 +134,7 @@ def test_persona_reaches_the_question_mark_only_after_layer_1_attention(model) -
     for hook in hooks:
         X = cache[hook][question].numpy()
         half = len(y) // 2
-        accuracy[hook] = LogisticRegression(max_iter=300).fit(X[:half], y[:half]).score(X[half:], y[half:])
+        X = (X - X[:half].mean(0)) / (X[:half].std(0) + 1e-6)  # standardised, so that lbfgs converges
+        accuracy[hook] = LogisticRegression(max_iter=1000).fit(X[:half], y[:half]).score(X[half:], y[half:])
     assert accuracy[toyworld_sae.HOOK_NAME] >= 0.95, accuracy
     assert accuracy["blocks.0.hook_resid_post"] <= 0.85, accuracy
