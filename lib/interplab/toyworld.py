@@ -45,7 +45,7 @@ Labels
   predictable by induction), ``loss_mask`` (not padding).
 
 Everything is seeded: ``ToyWorld(seed).sample(n, rng)`` with the same ``rng`` state gives the
-same batch. Generating 10 000 documents takes well under a second.
+same batch. Generation takes about 0.1-0.2 ms per document (10 000 in 1-2 s on one core).
 """
 from __future__ import annotations
 
