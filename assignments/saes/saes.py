@@ -680,9 +680,13 @@ def show_context(doc: int, pos: int, width: int = 8) -> str:
 
 # %%
 feature = int(doc_features.flatten(0, 1).gt(0).float().mean(0).argsort(descending=True)[40])
-values, doc_idx, pos_idx = max_activating(doc_features[..., feature], 8)
+values, doc_idx, pos_idx = max_activating(doc_features[..., feature], 40)
+shown = set()  # the toy language is small: identical contexts recur in different documents
 for v, d, p in zip(values, doc_idx, pos_idx):
-    print(f"{float(v):6.2f}  {show_context(int(d), int(p))}")
+    context = show_context(int(d), int(p))
+    if context not in shown and len(shown) < 8:
+        shown.add(context)
+        print(f"{float(v):6.2f}  {context}")
 
 # %% [markdown]
 # ### 6.2 Features that track ground-truth variables
