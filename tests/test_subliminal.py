@@ -12,7 +12,6 @@ Independent implementations used as oracles:
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
