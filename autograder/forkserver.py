@@ -29,10 +29,16 @@ Isolation of a forked kernel (see forkserver_child.py for the mechanics), the sa
   kernel's environment is the allow-listed one of :func:`sandbox.sandbox_env`, sent to that child
   only.
 
-What differs from a kernel started from scratch (none of it is a leak between submissions): every
-kernel of one server shares the server's str hash secret (PYTHONHASHSEED) and the preloaded
-modules' import-time state; numpy's global RNG is reseeded in each kernel. Files the kernel writes
-stay in the workdir under the jobs root (a workdir given outside the jobs root is copied in first).
+What differs from a kernel started from scratch (none of it carries data from one submission to
+the next): every kernel of one server is a copy of the same process, so it shares the server's
+address-space layout (ASLR), stack canary and str hash secret, and starts with the preload list
+already imported (as imported by the server, whose environment held no submission data); numpy's
+global RNG is reseeded and torch/BLAS thread counts are set from the kernel's own environment. The
+layout matters only to an exploit of a memory bug in a process the kernel can send data to, and the
+kernel can reach neither the server nor its supervisor (other namespaces, no shared fd). The server
+and its kernels share bwrap's read-only /dev (each kernel has its own /dev/pts, /dev/shm and /tmp).
+``pwd.getpwuid(uid).pw_dir`` is /nonexistent (HOME is the workdir, as in the plain sandbox). Files
+the kernel writes stay in the workdir under the jobs root (a workdir given outside it is copied in).
 
 Use: ``ForkServerKernelManager`` as nbclient's ``kernel_manager_class`` instead of
 ``SandboxedKernelManager`` (same configuration, plus ``preload``); it uses the process's shared
@@ -71,6 +77,7 @@ from .sandbox import (
 DEFAULT_PRELOAD = ("numpy", "torch", "einops", "jaxtyping", "transformer_lens", "interplab",
                    "ipykernel.kernelapp", "ipykernel.ipkernel")
 CHILD_SCRIPT = Path(__file__).with_name("forkserver_child.py")
+MIN_HEADROOM = 512 << 20  # memory a forked kernel must have beyond what the preloaded modules use
 SCRIPT_IN_SANDBOX = "/opt/interplab/forkserver_child.py"
 # Workdirs live here, like run_job's (a disk-backed temp dir, not the small /run tmpfs).
 RUNTIME_BASE = Path(tempfile.gettempdir()) / "interplab-forkserver"
@@ -120,6 +127,13 @@ class ForkServer:
             raise SandboxError("the fork server needs root and a working bwrap (it isolates each forked kernel "
                                f"with namespaces and drops to the slot's uid); here root={self.caps.root} "
                                f"bwrap={self.caps.bwrap}: use SandboxedKernelManager")
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> "ForkServer":
         self.base_dir.mkdir(mode=0o755, exist_ok=True)
         st = self.base_dir.lstat()
         if self.base_dir.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
@@ -146,15 +160,12 @@ class ForkServer:
         try:
             data = ours.recv(1 << 16)
         except (socket.timeout, OSError) as exc:
-            self.close()
             raise SandboxError(f"the fork server did not start within {self.start_timeout} s: {exc}") from exc
         if not data:
             code = self.process.wait(timeout=10) if self.process else None
-            self.close()
             raise SandboxError(f"the fork server exited while starting (exit status {code})")
         self.ready = json.loads(data)
         if not self.ready.get("ready"):
-            self.close()
             raise SandboxError(f"the fork server is not safe to fork from: {self.ready}")
         ours.settimeout(None)
         return self
@@ -162,8 +173,7 @@ class ForkServer:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if (k in SERVER_ENV_KEEP or k.startswith(SERVER_ENV_PREFIXES))
                and not any(word in k.upper() for word in SERVER_ENV_NEVER)}
-        assert self.jobs_root is not None
-        env.update({"HOME": str(self.jobs_root), "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
+        env.update({"HOME": "/tmp", "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
                     "TMPDIR": "/tmp", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
                     "IPYTHONDIR": "/tmp/.ipython", "MPLCONFIGDIR": "/tmp/.matplotlib", "XDG_CACHE_HOME": "/tmp/.cache",
                     "XDG_CONFIG_HOME": "/tmp/.config", "USER": SANDBOX_USER, "LOGNAME": SANDBOX_USER})
@@ -427,6 +437,11 @@ class ForkServerKernelManager(SandboxedKernelManager):
             self.log.info("  [on]  fork server: kernels are forked from a warm sandboxed server, each in "
                           "its own namespaces")
         server = self.server()
+        preloaded = int(server.ready.get("data_bytes", 0))
+        if self.policy.memory < preloaded + MIN_HEADROOM:  # RLIMIT_DATA counts what the kernel inherits
+            raise SandboxError(f"memory_limit ({self.policy.memory >> 20} MiB) leaves a forked kernel less than "
+                               f"{MIN_HEADROOM >> 20} MiB beyond the {preloaded >> 20} MiB its preloaded modules "
+                               "take; raise memory_limit or preload fewer modules")
         if self.job is None:
             workdir = Path(self.workdir or kw.get("cwd") or os.getcwd()).resolve()
             assert server.jobs_root is not None

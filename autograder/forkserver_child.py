@@ -104,7 +104,9 @@ def serve(control_fd: int, preload: list[str]) -> None:
     cuda = bool(torch and hasattr(torch, "cuda") and torch.cuda.is_initialized())
     python_threads = threading.active_count()
     safe = python_threads == 1 and not contexts and not cuda
+    data = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmData:")]
     _send(control, {"ready": safe, "python_threads": python_threads, "native_threads": _threads(),
+                    "data_bytes": int(data[0]) * 1024 if data else 0,
                     "zmq_context": contexts, "cuda_initialized": cuda, "loaded": loaded, "failed": failed,
                     "seconds": round(time.perf_counter() - start, 3)})
     if not safe:

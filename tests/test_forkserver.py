@@ -10,6 +10,7 @@ import statistics
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -21,7 +22,7 @@ from traitlets.config import Config
 from interplab.autograder.forkserver import (
     DEFAULT_PRELOAD, ForkServer, ForkServerKernelManager, ForkedKernel, rlimits, shared_server,
 )
-from interplab.autograder.sandbox import SandboxedKernelManager, SandboxPolicy, pids_of_uid, probe
+from interplab.autograder.sandbox import SandboxError, SandboxedKernelManager, SandboxPolicy, pids_of_uid, probe
 
 CAPS = probe()
 pytestmark = pytest.mark.skipif(
@@ -268,6 +269,7 @@ print(json.dumps({
     "limits": {k: list(resource.getrlimit(getattr(resource, k))) for k in LIMITS},
     "fds": [attempt(lambda: os.readlink(f"/proc/self/fd/{fd}"))[3:] for fd in os.listdir("/proc/self/fd")],
     "hostname": socket.gethostname(),
+    "big": attempt(lambda: len(bytearray(3 << 30))),
 }))
 """
 
@@ -313,6 +315,7 @@ def test_forked_kernel_is_sandboxed(server, course):
     assert out["pids"][0] == 1 and len(out["pids"]) <= 4  # its own PID namespace: init, kernel (and a child)
     assert out["limits"] == {k: list(v) for k, v in rlimits(policy).items()}
     assert out["hostname"] == "sandbox"
+    assert out["big"] == "MemoryError"  # RLIMIT_DATA: 3 GiB more than the limit allows
     # no fd of the server (its control socket) or of the supervisor reached the kernel
     assert not kernel_sockets & server_sockets
     # the kernel was in the slot's cgroups (where the machine has them)
@@ -418,3 +421,16 @@ def test_grading_execute_with_the_fork_server_kernel(course):
     executor.preprocess(nb, resources)
     assert texts(nb.cells[0]).split() == [str(UID), "grading", "4242"]
     assert not pids_of_uid(UID)
+
+
+def test_no_fork_server_without_bwrap(tmp_path):
+    with pytest.raises(SandboxError, match="SandboxedKernelManager"):
+        ForkServer(["numpy"], caps=replace(CAPS, bwrap=None), base_dir=tmp_path / "fs").start()
+    assert not (tmp_path / "fs").exists()
+
+
+def test_a_memory_limit_below_the_preloaded_modules_is_refused(server, course):
+    km = forked(server, memory_limit=server.ready["data_bytes"])
+    with pytest.raises(SandboxError, match="memory_limit"):
+        run_notebook(notebook("print(1)"), workdir_of(course), km)
+    assert km.sandbox is None and not pids_of_uid(UID)
