@@ -434,3 +434,18 @@ def test_a_memory_limit_below_the_preloaded_modules_is_refused(server, course):
     with pytest.raises(SandboxError, match="memory_limit"):
         run_notebook(notebook("print(1)"), workdir_of(course), km)
     assert km.sandbox is None and not pids_of_uid(UID)
+
+
+def test_cpu_limit_ends_a_forked_kernel_and_everything_goes(server, course):
+    from nbclient.exceptions import DeadKernelError
+
+    km = forked(server, cpu_seconds=2)
+    nb = notebook("import subprocess; s = subprocess.Popen(['sleep', '600'])", "while True:\n    pass")
+    start = time.monotonic()
+    with pytest.raises(DeadKernelError):
+        run_notebook(nb, workdir_of(course), km, timeout=60)
+    assert time.monotonic() - start < 30  # the CPU limit, not the cell timeout
+    end = time.monotonic() + 10
+    while pids_of_uid(UID) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not pids_of_uid(UID) and km.sandbox is None
