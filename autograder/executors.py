@@ -63,7 +63,8 @@ def run_job(job: Job) -> JobResult:
         key = execution_key(nb)
         (work / f"{job.notebook}.ipynb").write_text(job.sanitized)
         config = Config({"Execute": {"timeout": job.cell_timeout},
-                         "GradingExecute": {"notebook_timeout": job.notebook_timeout},
+                         "GradingExecute": {"notebook_timeout": job.notebook_timeout,
+                                            "fork_server": bool(job.settings.get("fork_server", True))},
                          "SandboxedKernelManager": {"grading_settings": job.settings}})
         executor = GradingExecute(config=config)
         resources = {"nbgrader": {"student": job.student, "assignment": job.assignment, "notebook": job.notebook,

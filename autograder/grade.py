@@ -35,7 +35,7 @@ from interplab.autograder import executors
 from interplab.autograder.course import Course, CourseError
 from interplab.autograder.executors import Job, JobResult
 from interplab.autograder.sandbox import SandboxPolicy, banner
-from interplab.autograder.steps import execution_key, execution_path
+from interplab.autograder.steps import execution_key, execution_path, kernel_manager_for
 from interplab.autograder.store import write_atomic
 
 CSV_HEADER = ["student_id", "grade_id", "score", "max_score", "status"]
@@ -222,6 +222,10 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
 
     log(banner(SandboxPolicy.from_settings(course.settings)))
+    grading = course.settings.get("grading", {})
+    forked = kernel_manager_for(grading, bool(grading.get("fork_server", True))).__name__ == "ForkServerKernelManager"
+    log("  [on]  fork server: kernels fork from a warm sandboxed server (imports done once)" if forked
+        else "  [off] fork server: every kernel starts from scratch (see course.toml fork_server)")
     notebooks = assignment_notebooks(course, assignment)
     files = released_files(course, assignment)
     seed = course.store.seed(assignment, create=False)

@@ -25,12 +25,12 @@ import nbformat
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Integer, Unicode
+from traitlets import Bool, Integer, Unicode
 
 from interplab.checking import (
     BUNDLE_MIME, FORMAT_VERSION, RESULT_MIME, Exercise, MalformedData, Verdict, exercises_in, judge,
 )
-from interplab.autograder.sandbox import SandboxedKernelManager
+from interplab.autograder.sandbox import SandboxedKernelManager, SandboxPolicy, probe
 from interplab.autograder.store import Store
 
 CHECKS_FILE = "checks.py"
@@ -67,12 +67,17 @@ class GradingExecute(Execute):
     max_cell_output_bytes = Integer(2_000_000, help="output kept per cell (check results always kept)").tag(config=True)
     replay_dir = Unicode("", help="cache of executions made by `interplab grade`'s executors").tag(config=True)
 
+    fork_server = Bool(True, help="fork kernels from a warm sandboxed server (autograder/forkserver.py)").tag(config=True)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Every grading kernel runs in the sandbox (autograder/sandbox.py): own uid, no network,
         # limits, only its working directory visible. Where a protection is unavailable the
         # sandbox says so loudly and grading goes on.
-        kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        chosen = "kernel_manager_class" in kwargs
         super().__init__(*args, **kwargs)
+        if not chosen:
+            settings = self.config.get("SandboxedKernelManager", {}).get("grading_settings", {})
+            self.kernel_manager_class = kernel_manager_for(settings, self.fork_server, self.log)
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any], *args: Any, **kwargs: Any):
         nbg = resources["nbgrader"]
@@ -151,6 +156,27 @@ class GradingExecute(Execute):
             outs.append(NotebookNode(output_type="stream", name="stdout",
                                      text=f"\n[output truncated: more than {self.max_cell_output_bytes} bytes]\n"))
         return None
+
+
+FORK_SERVER_MIN_MEMORY = 3 * 2**30  # a forked kernel inherits ~1.6 GiB of preloaded modules
+
+
+def kernel_manager_for(settings: dict[str, Any], want_fork: bool, log: Any = None) -> type:
+    """The fork-server kernel manager where it can give the same protections (root, bubblewrap,
+    setpriv, memory for the preloaded modules), else the plain sandbox, saying why."""
+    if not want_fork:
+        return SandboxedKernelManager
+    caps = probe()
+    policy = SandboxPolicy.from_settings(settings)
+    missing = [name for name, ok in (("root", caps.root), ("bubblewrap", caps.bwrap), ("setpriv", caps.setpriv),
+                                     ("memory_limit >= 3GiB", policy.memory >= FORK_SERVER_MIN_MEMORY)) if not ok]
+    if missing:
+        if log is not None:
+            log.warning("fork server off (needs %s): every kernel starts from scratch", ", ".join(missing))
+        return SandboxedKernelManager
+    from interplab.autograder.forkserver import ForkServerKernelManager
+
+    return ForkServerKernelManager
 
 
 def fresh_workdir(course_root: Path, assignment: str) -> tempfile.TemporaryDirectory:

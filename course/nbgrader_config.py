@@ -44,6 +44,7 @@ with open(os.path.join(here, "course.toml"), "rb") as handle:
 c.Execute.timeout = int(grading.get("cell_timeout", 120))
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
 c.GradingExecute.notebook_timeout = int(grading.get("notebook_timeout", 900))
+c.GradingExecute.fork_server = bool(grading.get("fork_server", True))
 # Grading kernels run sandboxed with these limits and must never see the course directory.
 c.SandboxedKernelManager.grading_settings = grading
 c.SandboxedKernelManager.forbidden_paths = [here]

@@ -1,7 +1,7 @@
 """Hostile and broken submissions, graded in one run with the real sandbox: each gets 0 on what it
 breaks and a reason in the CSV's status column, and every other submission is graded correctly.
 
-Limits are made small (10 s per cell, 1 GiB, 64 processes, 16 MiB files) so the faults are cheap
+Limits are made small (10 s per cell, 3 GiB, 64 processes, 16 MiB files) so the faults are cheap
 on a shared 2-core machine. The only network address any test uses is 127.0.0.1.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ SOFTMAX = ("import numpy as np\n"
            "def softmax(x):\n    z = np.exp(x - x.max(axis=-1, keepdims=True))\n"
            "    return z / z.sum(axis=-1, keepdims=True)\n")
 NORMS = "def row_norms(x):\n    return np.sqrt((x ** 2).sum(axis=1))\n"
-LIMITS = {"cell_timeout": 10, "notebook_timeout": 90, "memory_limit": '"1GiB"', "max_processes": 64,
+LIMITS = {"cell_timeout": 10, "notebook_timeout": 90, "memory_limit": '"3GiB"', "max_processes": 64,
           "max_file_size": '"16MiB"'}
 
 
