@@ -144,6 +144,9 @@ class ForkServer:
         self.jobs_root.mkdir(mode=0o711)
         self._write_etc(self.base / "etc")
         ro = python_paths() + [os.path.abspath(p) for p in self.policy.extra_ro_paths]
+        # A child mounts a fresh /tmp and /dev/shm: read-only paths under them (a checkout or venv in
+        # /tmp) are bound back into the child, or its Python would vanish.
+        self.ro_under_tmp = [p for p in ro if _inside(p, "/tmp") or _inside(p, "/dev/shm")]
         _check_exposure(ro, [str(self.jobs_root)], str(self.jobs_root), self.forbidden)
         args = _bwrap_args(self.caps.bwrap, self.policy, ro, [str(self.jobs_root)], self.base, str(self.jobs_root))
         args += ["--perms", "0755", "--dir", "/opt/interplab", "--ro-bind", str(CHILD_SCRIPT), SCRIPT_IN_SANDBOX]
@@ -257,7 +260,8 @@ class ForkServer:
                 Path(procs).write_text(str(supervisor))
             request = {"workdir": str(job.work), "rundir": str(job.run), "jobs_root": str(self.jobs_root),
                        "connection_file": connection_file, "env": dict(env), "uid": uid, "gid": gid,
-                       "tmp_size": policy.tmp_size, "rlimits": rlimits(policy, own_uid=uid != 0)}
+                       "tmp_size": policy.tmp_size, "rlimits": rlimits(policy, own_uid=uid != 0),
+                       "ro_keep": self.ro_under_tmp}
             ours.send(json.dumps(request).encode())
             answer, init = _recv(ours)
             if "init" not in answer or init is None:

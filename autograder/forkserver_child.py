@@ -43,6 +43,7 @@ import time
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MS_RDONLY, MS_REMOUNT = 1, 32
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_PDEATHSIG = 38, 24, 1
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 MAX_MESSAGE = 1 << 20
@@ -178,8 +179,15 @@ def _isolate(req: dict) -> None:
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     keep = [(os.open(path, os.O_PATH | os.O_DIRECTORY), path) for path in (req["workdir"], req["rundir"])]
+    keep_ro = [(os.open(path, os.O_PATH | os.O_DIRECTORY), path) for path in req.get("ro_keep", [])
+               if os.path.isdir(path)]
     for path in ("/tmp", "/dev/shm"):  # first: the jobs root may lie under /tmp
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(req['tmp_size'])},mode=1777")
+    for fd, path in keep_ro:  # the Python environment, if it lies under /tmp: back, read-only
+        _makedirs_root(path)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        os.close(fd)
     if os.path.isdir(req["jobs_root"]):  # still visible (not under /tmp): cover it
         _mount("tmpfs", req["jobs_root"], "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
     for fd, path in keep:  # the kernel's own folders only, bound back from the fds opened above
