@@ -129,3 +129,24 @@ def load(name: str, cfg: FCNConfig) -> FCN:
     model = build(cfg, data.n_channels, data.n_classes)
     model.load_state_dict(load_file(str(weights_path(name))))
     return model.eval()
+
+
+def zoo_entry(name: str, cfg: FCNConfig, min_test_accuracy: float):
+    """``train``, ``load`` and ``verify`` of one FCN zoo model (the zoo contract), so that each
+    dataset's module only names its model, config and accuracy bar."""
+
+    def train_entry(out_dir: Path | str) -> dict[str, Any]:
+        return train(name, cfg, out_dir)
+
+    def load_entry() -> FCN:
+        return load(name, cfg)
+
+    def verify_entry(model: FCN) -> dict[str, bool]:
+        metrics = evaluate(model, cfg.dataset)
+        return {
+            f"test accuracy >= {min_test_accuracy}": metrics["test_accuracy"] >= min_test_accuracy,
+            "train accuracy == 1.0": metrics["train_accuracy"] == 1.0,
+            "model is in eval mode (BatchNorm uses running statistics)": not model.training,
+        }
+
+    return train_entry, load_entry, verify_entry

@@ -8,10 +8,7 @@ Used by the ``tsxai`` assignment. The recipe (architecture, optimiser, schedule,
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
-from interplab.tsxai import FCN
 from interplab.zoo import fcn
 
 ZOO_NAME = "fcn-basicmotions"
@@ -19,21 +16,7 @@ CONFIG = fcn.FCNConfig(dataset="basicmotions")
 MIN_TEST_ACCURACY = 0.95
 
 
-def train(out_dir: Path | str) -> dict[str, Any]:
-    return fcn.train(ZOO_NAME, CONFIG, out_dir)
-
-
-def load() -> FCN:
-    return fcn.load(ZOO_NAME, CONFIG)
-
-
-def verify(model: FCN) -> dict[str, bool]:
-    metrics = fcn.evaluate(model, CONFIG.dataset)
-    return {
-        f"test accuracy >= {MIN_TEST_ACCURACY}": metrics["test_accuracy"] >= MIN_TEST_ACCURACY,
-        "train accuracy == 1.0": metrics["train_accuracy"] == 1.0,
-        "model is in eval mode (BatchNorm uses running statistics)": not model.training,
-    }
+train, load, verify = fcn.zoo_entry(ZOO_NAME, CONFIG, MIN_TEST_ACCURACY)
 
 
 if __name__ == "__main__":
