@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,13 +230,17 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     notebooks = assignment_notebooks(course, assignment)
     files = released_files(course, assignment)
     seed = course.store.seed(assignment, create=False)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     submissions = {s: prepare(course, assignment, s, notebooks, files, seed) for s in students}
+    timings["sanitize"] = time.perf_counter() - started
 
     cache = cache_dir(course, assignment)
     jobs = [job for sub in submissions.values() for job in sub.jobs]
     todo = [job for job in jobs if cached(cache, job) is None]
     kernel_seconds = 0.0
     failures = 0
+    started = time.perf_counter()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"grade {assignment}", unit="notebook") as bar:
         for result in executors.run(todo, executor, workers, scheduler):
             save_result(cache, result)
@@ -254,8 +259,14 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
         statuses[student] = "; ".join(problems) or "ok"
 
     env = {"INTERPLAB_EXECUTION_CACHE": str(cache)}
+    timings["execute"] = time.perf_counter() - started
+    started = time.perf_counter()
     course.nbgrader("autograde", assignment, "--force", check=False, env=env)
+    timings["record"] = time.perf_counter() - started
+    started = time.perf_counter()
     course.nbgrader("generate_feedback", assignment, "--force", check=False)
+    timings["feedback"] = time.perf_counter() - started
+    log("timings: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
     csv_path = course.root / "grades" / f"{assignment}.csv"
     write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
     return GradeReport(csv_path, statuses, len(todo), len(jobs) - len(todo), kernel_seconds)
