@@ -71,7 +71,7 @@ from traitlets import Instance, List, Unicode
 
 from .sandbox import (
     MAX_SLOTS, SANDBOX_USER, Capabilities, Sandbox, SandboxError, SandboxPolicy, SandboxedKernelManager,
-    _bwrap_args, _check_exposure, _inside, banner, probe, python_paths,
+    _bwrap_args, _check_exposure, _inside, probe, python_paths,
 )
 
 DEFAULT_PRELOAD = ("numpy", "torch", "einops", "jaxtyping", "transformer_lens", "interplab",
@@ -433,13 +433,8 @@ class ForkServerKernelManager(SandboxedKernelManager):
         return self.fork_server
 
     async def _async_pre_start_kernel(self, **kw: Any):
-        global _BANNER_SHOWN
-        if self.show_banner and not _BANNER_SHOWN:
-            _BANNER_SHOWN = True
-            for line in banner(self.policy).splitlines():
-                (self.log.warning if line.startswith("WARNING") else self.log.info)(line)
-            self.log.info("  [on]  fork server: kernels are forked from a warm sandboxed server, each in "
-                          "its own namespaces")
+        self._show_banner_once("  [on]  fork server: kernels are forked from a warm sandboxed server, each in "
+                               "its own namespaces")
         server = self.server()
         preloaded = int(server.ready.get("data_bytes", 0))
         if self.policy.memory < preloaded + MIN_HEADROOM:  # RLIMIT_DATA counts what the kernel inherits
@@ -486,5 +481,3 @@ class ForkServerKernelManager(SandboxedKernelManager):
             shutil.rmtree(self.job.root if self._own_job else self.job.run, ignore_errors=True)
             self.job = None
 
-
-_BANNER_SHOWN = False

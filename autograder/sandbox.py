@@ -929,12 +929,16 @@ class SandboxedKernelManager(AsyncKernelManager):
                 metadata={"debugger": False})
         return self._kernel_spec
 
-    async def _async_pre_start_kernel(self, **kw: Any):
+    def _show_banner_once(self, *extra: str) -> None:
+        """Log the protections banner (and ``extra`` lines) once per process."""
         global _BANNER_SHOWN
         if self.show_banner and not _BANNER_SHOWN:
             _BANNER_SHOWN = True
-            for line in banner(self.policy).splitlines():
+            for line in [*banner(self.policy).splitlines(), *extra]:
                 (self.log.warning if line.startswith("WARNING") else self.log.info)(line)
+
+    async def _async_pre_start_kernel(self, **kw: Any):
+        self._show_banner_once()
         workdir = self.workdir or kw.get("cwd") or os.getcwd()
         if self.sandbox is None:
             self.sandbox = Sandbox(workdir, self.policy, self.slot, forbidden=self.forbidden_paths).open()

@@ -30,11 +30,14 @@ def make_course(tmp: Path, assignments: Path = REPO / "assignments") -> Path:
     return course
 
 
+def tool_env() -> dict[str, str]:
+    """This environment with the venv's tools (nbgrader, alembic, dask) first on PATH."""
+    return dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
 def interplab(*args: str, cwd: Path | None = None, check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the real `interplab` command line."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run([*INTERPLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run([*INTERPLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=tool_env())
     if check and proc.returncode != 0:
         raise AssertionError(f"interplab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -80,3 +83,20 @@ def mini_course(tmp_path_factory) -> Path:
     course = make_course(tmp_path_factory.mktemp("mini"), TEST_ASSIGNMENTS)
     interplab("build", "--course", str(course), "mini", check=True)
     return course
+
+
+def notebook(*sources: str):
+    """A python3 notebook whose code cells are ``sources`` (dedented)."""
+    import textwrap
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(s)) for s in sources]
+    return nb
+
+
+def texts(cell) -> str:
+    """Everything a cell printed."""
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")

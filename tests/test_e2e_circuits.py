@@ -13,7 +13,7 @@ import pytest
 
 from interplab.checking import decode
 
-from conftest import REPO, edit_solution, interplab, make_course, read_csv, read_csv_rows
+from conftest import REPO, edit_solution, interplab, make_course, read_csv, read_csv_rows, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def test_grade_three_submissions_and_a_cheater(course):
                         if abs(x) > 1e-3:  # zeros and tiny numbers appear in any page
                             assert f"{x:.5f}" not in html, (student, x)
 
-    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    env = tool_env()
     listing = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "list"], cwd=course,
                              capture_output=True, text=True, env=env)
     assert listing.returncode == 0 and "two_wrong" in listing.stdout

@@ -7,13 +7,11 @@ import json
 import os
 import socket
 import statistics
-import textwrap
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import nbformat
 import pytest
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
@@ -23,6 +21,8 @@ from interplab.autograder.forkserver import (
     DEFAULT_PRELOAD, ForkServer, ForkServerKernelManager, ForkedKernel, rlimits, shared_server,
 )
 from interplab.autograder.sandbox import SandboxError, SandboxedKernelManager, SandboxPolicy, pids_of_uid, probe
+
+from conftest import notebook, texts
 
 CAPS = probe()
 pytestmark = pytest.mark.skipif(
@@ -58,17 +58,6 @@ def course(tmp_path: Path) -> Path:
 
 def workdir_of(course: Path) -> Path:
     return course / "autograded" / "alice" / "a1"
-
-
-def notebook(*sources: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(s)) for s in sources]
-    return nb
-
-
-def texts(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
 def alive(pid: int) -> bool:

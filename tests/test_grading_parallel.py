@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INTERPLAB, edit_solution, interplab, read_csv, read_csv_rows
+from conftest import INTERPLAB, edit_solution, interplab, read_csv, read_csv_rows, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def test_kill_minus_nine_then_rerun_gives_identical_grades(course):
     _reset(course)
     before = {p: p.read_bytes() for p in (course / "submitted").rglob("*") if p.is_file()}
     executions = course / ".interplab" / "mini" / "executions"
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    env = tool_env()
     grader = subprocess.Popen([*INTERPLAB, "grade", "mini", "--course", str(course), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -103,7 +103,7 @@ def test_kill_minus_nine_then_rerun_gives_identical_grades(course):
 
 def test_dask_cluster_gives_the_local_grades(course, tmp_path):
     _reset(course)
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    env = tool_env()
     scheduler_file = tmp_path / "scheduler.json"
     bindir = Path(sys.executable).parent
     procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",

@@ -10,6 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import tool_env
+
 pytestmark = pytest.mark.slow  # runs the nbgrader command line
 
 STAMP = "2026-11-29 10:00:00.000000 UTC"
@@ -24,7 +26,7 @@ def submission(folder: Path, claimed: str, marker: str, stamp: str = STAMP) -> N
 
 
 def collect(course: Path, exchange: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    env = tool_env()
     return subprocess.run(
         [sys.executable, "-m", "nbgrader", "collect", "mini", "--update",
          f"--Exchange.root={exchange}", f"--CourseDirectory.root={course}",

@@ -17,7 +17,7 @@ from nbgrader.utils import determine_grade
 from interplab.autograder.steps import render_outputs
 from interplab.checking import Verdict, decode
 
-from conftest import edit_solution, interplab, read_csv
+from conftest import edit_solution, interplab, read_csv, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def test_grade_scores_feedback_and_tampering(mini_course, tmp_path):
     assert not list((course / "feedback").rglob(".interplab"))
 
     # Stock nbgrader still works on the course afterwards.
-    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    env = tool_env()
     listing = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "list"], cwd=course,
                              capture_output=True, text=True, env=env)
     assert listing.returncode == 0 and all(s in listing.stdout for s in expected), listing.stderr

@@ -14,7 +14,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import nbformat
 import pytest
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
@@ -25,6 +24,8 @@ from interplab.autograder.sandbox import (
     MiB, GiB, Sandbox, SandboxError, SandboxPolicy, SandboxedKernelManager, banner, parse_size, pids_of_uid,
     probe, protections, run_sandboxed,
 )
+
+from conftest import notebook, texts
 
 REPO = Path(__file__).resolve().parents[1]
 CAPS = probe()
@@ -322,17 +323,6 @@ def test_without_bwrap_unshare_still_isolates_network_and_limits_hold(course):
 
 # ------------------------------------------------------------------------------------------------
 # a real kernel through nbclient
-
-
-def notebook(*sources: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(s)) for s in sources]
-    return nb
-
-
-def texts(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
 def test_kernel_in_sandbox_runs_a_notebook_and_leaves_nothing_behind(course):
