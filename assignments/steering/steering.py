@@ -674,7 +674,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 for ax, (title, sweep) in zip(axes, sweeps.items()):
     for i, hook_name in enumerate(SWEEP_HOOKS):
         ax.plot(sweep["kl"][i], sweep["effect"][i], marker="o", label=hook_name)
-    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xscale("symlog", linthresh=1e-5)  # KL spans 0 to 10 nats
     ax.set_xlabel("KL(unsteered || steered) on neutral text (nats)")
     ax.set_ylabel("change in target probability")
     ax.set_title(title, fontsize=10)
