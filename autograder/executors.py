@@ -99,32 +99,60 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def warm_up(settings: dict[str, Any]) -> None:
+    """Pool initializer: start this worker's fork server now (it imports torch & co. once), while
+    the grader is still preparing, instead of on the first job. A failure here is not fatal: the
+    kernel manager starts the server again on the first job and reports what is wrong."""
+    try:
+        from interplab.autograder.steps import kernel_manager_for
+
+        manager = kernel_manager_for(settings, bool(settings.get("fork_server", True)))
+        if manager.__name__ == "ForkServerKernelManager":
+            from interplab.autograder.forkserver import DEFAULT_PRELOAD, shared_server
+            from interplab.autograder.sandbox import SandboxPolicy
+
+            shared_server(DEFAULT_PRELOAD, SandboxPolicy.from_settings(settings))
+    except Exception:
+        pass
+
+
 def run_local(jobs: list[Job], workers: int | None = None) -> Iterator[JobResult]:
-    """Run jobs on a pool of local processes, yielding results as they finish."""
+    """Run jobs on a pool of local processes, yielding results as they finish. The pool starts
+    (and its workers warm up) when this is called, not when the first result is asked for."""
     if not jobs:
-        return
+        return iter(())
     workers = max(1, min(workers or default_workers(), len(jobs)))
     if workers == 1:
-        for job in jobs:
-            yield run_job(job)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+        return (run_job(job) for job in jobs)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=warm_up, initargs=(jobs[0].settings,))
+    futures = [pool.submit(run_job, job) for job in jobs]
+
+    def results() -> Iterator[JobResult]:
+        with pool:
+            for future in as_completed(futures):
+                yield future.result()
+
+    return results()
 
 
 def run_dask(jobs: list[Job], scheduler: str) -> Iterator[JobResult]:
-    """Run jobs on a dask.distributed cluster. Workers need this package installed (the same
-    image as the single-user servers) and nothing else: jobs carry their files."""
+    """Run jobs on a dask.distributed cluster, submitted when this is called. Workers need this
+    package installed (the same image as the single-user servers) and nothing else: jobs carry
+    their files."""
     from dask.distributed import Client, as_completed as dask_completed
 
     if not jobs:
-        return
-    with Client(scheduler, timeout=30) as client:
-        futures = client.map(run_job, jobs, pure=False, key=[f"grade-{j.assignment}-{j.student}-{j.key[:12]}" for j in jobs])
-        for future in dask_completed(futures):
-            yield future.result()
+        return iter(())
+    client = Client(scheduler, timeout=30)
+    futures = client.map(run_job, jobs, pure=False, key=[f"grade-{j.assignment}-{j.student}-{j.key[:12]}" for j in jobs])
+
+    def results() -> Iterator[JobResult]:
+        with client:
+            for future in dask_completed(futures):
+                yield future.result()
+
+    return results()
 
 
 def run(jobs: list[Job], executor: str = "local", workers: int | None = None, scheduler: str | None = None) -> Iterable[JobResult]:

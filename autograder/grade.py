@@ -8,9 +8,11 @@ The steps, in order:
 3. ``execute``   every sanitized notebook in grading mode on the executor (a local process pool or
                  a dask cluster), results cached in the instructor store as they finish, so a killed
                  run resumes where it stopped;
-4. ``record``    stock ``nbgrader autograde`` (one process, the only gradebook writer), whose
-                 GradingExecute step replays the cached executions and whose VerifyChecks step judges
-                 them; then stock ``nbgrader generate_feedback``;
+4. ``record``    nbgrader's own Autograde and GenerateFeedback converters (through its Python API,
+                 in this process, the only gradebook writer), one student at a time, as soon as all
+                 of that student's notebooks are executed, so recording overlaps the execution of
+                 the others; Autograde's GradingExecute step replays the cached executions and its
+                 VerifyChecks step judges them;
 5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status.
 
 Submissions are never modified: nbgrader reads ``submitted/`` and writes ``autograded/``.
@@ -238,16 +240,27 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     cache = cache_dir(course, assignment)
     jobs = [job for sub in submissions.values() for job in sub.jobs]
     todo = [job for job in jobs if cached(cache, job) is None]
+    waiting = {student: {job.notebook for job in sub.jobs if job in todo} for student, sub in submissions.items()}
+    recorder = Recorder(course, assignment, cache)
     kernel_seconds = 0.0
     failures = 0
     started = time.perf_counter()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"grade {assignment}", unit="notebook") as bar:
-        for result in executors.run(todo, executor, workers, scheduler):
+        results = iter(executors.run(todo, executor, workers, scheduler))  # starts executing
+        for student in sorted(s for s, left in waiting.items() if not left):
+            recorder.record(student)  # executions reused from an earlier run, or nothing to execute
+        for result in results:
             save_result(cache, result)
             kernel_seconds += result.seconds
             failures += result.status != "ok"
             bar.update(1)
             bar.set_postfix(failures=failures)
+            waiting[result.student].discard(result.notebook)
+            if not waiting[result.student]:
+                recorder.record(result.student)
+    timings["execute+record"] = time.perf_counter() - started
+    timings["record (overlapped)"] = recorder.seconds
+    log("timings: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
 
     statuses = {}
     for student, sub in submissions.items():
@@ -256,17 +269,9 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
             meta = cached(cache, job)
             if meta and meta["status"] != "ok":
                 problems.append(f"{job.notebook}: {meta['status']}")
+        if not problems and student in recorder.failed:
+            problems.append(recorder.failed[student])
         statuses[student] = "; ".join(problems) or "ok"
-
-    env = {"INTERPLAB_EXECUTION_CACHE": str(cache)}
-    timings["execute"] = time.perf_counter() - started
-    started = time.perf_counter()
-    course.nbgrader("autograde", assignment, "--force", check=False, env=env)
-    timings["record"] = time.perf_counter() - started
-    started = time.perf_counter()
-    course.nbgrader("generate_feedback", assignment, "--force", check=False)
-    timings["feedback"] = time.perf_counter() - started
-    log("timings: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
     csv_path = course.root / "grades" / f"{assignment}.csv"
     write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
     return GradeReport(csv_path, statuses, len(todo), len(jobs) - len(todo), kernel_seconds)
@@ -287,3 +292,58 @@ def grade_command(args: argparse.Namespace) -> int:
           f"earlier run; {len(problems)} with problems); grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
     return 0
+
+
+class Recorder:
+    """nbgrader's own Autograde then GenerateFeedback converters for one student at a time, in this
+    process, with the course's ``nbgrader_config.py``: what ``nbgrader autograde --student S`` and
+    ``nbgrader generate_feedback --student S`` do (and what ``NbGraderAPI.autograde`` does), without
+    starting a process, and importing the assignment's checks, for each. GradingExecute replays the
+    executions in ``cache``."""
+
+    def __init__(self, course: Course, assignment: str, cache: Path) -> None:
+        import logging
+
+        from jupyter_core.paths import jupyter_config_path
+        from nbgrader.coursedir import CourseDirectory
+        from traitlets.config import LoggingConfigurable
+        from traitlets.config.loader import PyFileConfigLoader
+
+        config = Config()
+        for folder in [*reversed(jupyter_config_path()), str(course.root)]:  # as nbgrader's apps load them
+            if (Path(folder) / "nbgrader_config.py").is_file():
+                config.merge(PyFileConfigLoader("nbgrader_config.py", path=folder).load_config())
+        config.merge(Config({"CourseDirectory": {"root": str(course.root)},
+                             "GradingExecute": {"replay_dir": str(cache)},
+                             "HTMLExporter": {"template_name": "feedback"}}))
+        quiet = logging.getLogger(f"interplab.grade.nbgrader.{assignment}")
+        quiet.propagate = False
+        quiet.setLevel(logging.INFO)
+        self.host = LoggingConfigurable(config=config, log=quiet)
+        self.coursedir = CourseDirectory(config=config, assignment_id=assignment)
+        self.assignment = assignment
+        self.failed: dict[str, str] = {}
+        self.seconds = 0.0
+
+    def record(self, student: str) -> None:
+        import warnings
+
+        from nbgrader.converters import Autograde, GenerateFeedback
+        from nbgrader.utils import capture_log
+        from sqlalchemy.exc import SAWarning
+
+        started = time.perf_counter()
+        self.coursedir.student_id = student
+        autograde = Autograde(coursedir=self.coursedir, parent=self.host)
+        autograde.force, autograde.create_student = True, True
+        with warnings.catch_warnings():  # nbgrader's own, harmless, on a submission's first autograde
+            warnings.filterwarnings("ignore", category=SAWarning)
+            result = capture_log(autograde)
+        if result.get("success"):
+            feedback = GenerateFeedback(coursedir=self.coursedir, parent=self.host)
+            feedback.force = True
+            result = capture_log(feedback)
+        if not result.get("success"):
+            errors = [line for line in str(result.get("log", "")).splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
+            self.failed[student] = "nbgrader could not record this submission" + (f" ({errors[-1][:200]})" if errors else "")
+        self.seconds += time.perf_counter() - started

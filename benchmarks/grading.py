@@ -48,12 +48,12 @@ c.Execute.timeout = 120
 """
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, proc.stdout
 
 
 def in_kernel_seconds(notebook: Path) -> float:
@@ -78,36 +78,21 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
 
     with tempfile.TemporaryDirectory(prefix="interplab-bench-") as tmp:
-        ours = make_course(Path(tmp) / "ours")
-        print("building circuits ...", flush=True)
-        run([py, "-m", "interplab.cli", "build", "--course", str(ours), "circuits", "--skip-validation"], REPO, env)
-        source_nb = ours / "source" / "circuits" / "circuits.ipynb"
-        release_nb = ours / "release" / "circuits" / "circuits.ipynb"
-        for i in range(args.submissions):
-            target = ours / "submitted" / f"student{i:02d}" / "circuits" / "circuits.ipynb"
-            kind = i % 4
-            if kind in (0, 1):  # correct
-                target.parent.mkdir(parents=True)
-                shutil.copy(source_nb, target)
-            elif kind == 2:     # partial
-                edit_solution(source_nb, WRONG, target)
-            else:               # broken: untouched student version
-                target.parent.mkdir(parents=True)
-                shutil.copy(release_nb, target)
-
+        ours = prepare(Path(tmp), args.submissions, env)
         stock = Path(tmp) / "stock" / "course"
         shutil.copytree(ours, stock)
         (stock / "nbgrader_config.py").write_text(STOCK_CONFIG)
         seed = (ours / ".interplab" / "circuits" / "seed").read_text().strip()
         print(f"stock nbgrader autograde, serial, {args.submissions} submissions ...", flush=True)
         baseline = run([py, "-m", "nbgrader", "autograde", "circuits", "--force"], stock,
-                       {**env, "INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": seed})
+                       {**env, "INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": seed})[0]
 
         print("interplab grade ...", flush=True)
         cmd = [py, "-m", "interplab.cli", "grade", "circuits", "--course", str(ours)]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
-        wall = run(cmd, REPO, env)
+        wall, out = run(cmd, REPO, env)
+        phases = [line for line in out.splitlines() if line.startswith("timings:")]
         executions = ours / ".interplab" / "circuits" / "executions"
         compute = sum(in_kernel_seconds(p) for p in executions.glob("*/*.ipynb"))
 
@@ -116,10 +101,32 @@ def main() -> None:
     print(f"submissions:                {args.submissions}")
     print(f"cores:                      {cores} (workers {workers})")
     print(f"stock nbgrader autograde:   {baseline:.1f} s")
-    print(f"interplab grade:            {wall:.1f} s")
+    print(f"interplab grade:            {wall:.1f} s  ({phases[0] if phases else 'no timings printed'})")
     print(f"in-kernel compute:          {compute:.1f} s (bound {bound:.1f} s on {min(cores, workers)} cores)")
     print(f"speedup over nbgrader:      {baseline / wall:.2f}x")
     print(f"wall / compute bound:       {wall / bound:.2f}")
+
+
+def prepare(tmp: Path, submissions: int, env: dict[str, str]) -> Path:
+    """A course in ``tmp/ours`` with circuits built and ``submissions`` submissions of it."""
+    py = sys.executable
+    ours = make_course(tmp / "ours")
+    print("building circuits ...", flush=True)
+    run([py, "-m", "interplab.cli", "build", "--course", str(ours), "circuits", "--skip-validation"], REPO, env)
+    source_nb = ours / "source" / "circuits" / "circuits.ipynb"
+    release_nb = ours / "release" / "circuits" / "circuits.ipynb"
+    for i in range(submissions):
+        target = ours / "submitted" / f"student{i:02d}" / "circuits" / "circuits.ipynb"
+        kind = i % 4
+        if kind in (0, 1):  # correct
+            target.parent.mkdir(parents=True)
+            shutil.copy(source_nb, target)
+        elif kind == 2:     # partial
+            edit_solution(source_nb, WRONG, target)
+        else:               # broken: untouched student version
+            target.parent.mkdir(parents=True)
+            shutil.copy(release_nb, target)
+    return ours
 
 
 if __name__ == "__main__":
