@@ -336,3 +336,14 @@ def test_actadd_persona_and_the_trade_off(ns) -> None:
     assert float(effect[0]) < 0.5 < 0.9 < float(effect[1])  # measured 0.23, 0.95
     assert float(kl[0]) < 0.05 and float(kl[3]) > 1.0  # measured 0.007 and 5.7
     assert bool((kl[1:] > kl[:-1]).all())
+
+
+def test_steered_generation(ns) -> None:
+    lm, hook, greedy = ns["lm"], ns["HOOK_NAME"], ns["greedy"]
+    v = ns["contrastive_vector"](lm, ns["expert_tokens"], ns["child_tokens"], ns["expert_at"], ns["child_at"], hook)
+    prompt = "child : what is sqrt 27 ?"
+    at_question = lambda tokens: (torch.arange(tokens.shape[1]) == 7)[None]  # "?" is position 7 (<bos> is 0)
+    assert greedy(prompt, lm) == "i do not know ."
+    assert greedy(prompt, lambda t: ns["steered_logits"](lm, t, v, hook, 1.0, at_question(t))) == "3 root 3 ."
+    to_child = lambda t: ns["actadd_logits"](lm, t, ns["encode"]("child :"), ns["encode"]("expert :"), "blocks.0.hook_resid_pre", 1.0)
+    assert greedy("expert : what is sqrt 27 ?", to_child) == "i do not know ."

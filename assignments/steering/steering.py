@@ -91,6 +91,18 @@ def encode(text: str) -> Int[Tensor, "k"]:
     return torch.tensor(world.tokenizer.encode(text))
 
 
+def greedy(prompt: str, logits_of, n_words: int = 6) -> str:
+    """Greedy continuation of ``prompt`` until ``.`` (at most ``n_words`` words), where
+    ``logits_of(tokens [1, pos])`` returns the (possibly steered) logits."""
+    words = prompt.split()
+    for _ in range(n_words):
+        logits = logits_of(torch.tensor(world.tokenizer.encode(words))[None])
+        words.append(world.tokenizer.vocab[int(logits[0, -1].argmax())])
+        if words[-1] == ".":
+            break
+    return " ".join(words[len(prompt.split()):])
+
+
 def next_token_ce(logits: Float[Tensor, "n pos vocab"], tokens: Int[Tensor, "n pos"],
                   mask: Bool[Tensor, "n pos"]) -> Float[Tensor, ""]:
     """Mean next-token cross-entropy over the predictions whose target is a real token (``mask[:, 1:]``)."""
@@ -266,6 +278,33 @@ for coeff in (0.0, 1.0):
 # `P("3" | child : what is sqrt 27 ?)` goes from 7e-8 to 1.00) and the expert refuses (mean `P("i")`
 # 0.00002 -> 1.000; `P("i" | expert : what is sqrt 27 ?)` from 4e-8 to 1.00).
 #
+# What does the steered model *say*? Greedy continuations, with the persona vector at `HOOK_NAME` and
+# coefficient +1 (child) or -1 (expert), added either only at the `?` or at the `?` and every word
+# generated after it:
+
+# %%
+persona_v = contrastive_vector(lm, expert_tokens, child_tokens, expert_at, child_at, HOOK_NAME)
+for prompt, coeff in (("child : what is sqrt 27 ?", 1.0), ("expert : what is sqrt 27 ?", -1.0),
+                      ("child : what is sqrt 98 ?", 1.0)):
+    question = len(prompt.split())  # index of the "?" (position 0 is <bos>)
+    print(f"{prompt:28s} {'unsteered':>13s}: {greedy(prompt, lm)}")
+    for where, select in (("at the ?", lambda pos: pos == question), ("from the ? on", lambda pos: pos >= question)):
+        steer = lambda tokens: steered_logits(lm, tokens, persona_v, HOOK_NAME, coeff, select(torch.arange(tokens.shape[1]))[None])
+        print(f"{'':28s} {where:>13s}: {greedy(prompt, steer)}")
+
+# %% [markdown]
+# With the solution, the child steered at the `?` answers in full (`3 root 3 .`, `7 root 2 .`: the
+# unsteered child says `i do not know .` to both). Steered at every generated word too, it still
+# answers `sqrt 27` but garbles `sqrt 98` (`7 6 6 80 80 80`). The expert steered at the `?` only starts
+# to refuse and then answers anyway (`i of 4 root 3 .`); steered at every generated word too, it gets
+# stuck (`i i i i i i`).
+#
+# **Questions.** Why does the child's answer complete itself after a single nudge at the `?`, while the
+# expert's refusal does not? (What does the model need to know at the position of `i` to continue
+# with `do not know`, and where would it normally read that from?) Why does adding the vector at every
+# generated word break the text? Rimsky et al. add their vector at every position after the prompt:
+# what is different about their setting?
+#
 # **Questions.** Why does a vector read at `blocks.1.hook_resid_pre` do nothing for the persona, when
 # the same hook works for sentiment? At `blocks.1.hook_resid_mid` and after, adding the vector at every
 # position instead of only the last token would give exactly the same next-token probabilities at the
@@ -328,6 +367,22 @@ for hook_name in ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.
 # With the solution, the persona ActAdd works at `blocks.0.hook_resid_pre` (child answers 1.000, expert
 # refuses 1.000) and `blocks.1.hook_resid_pre` (0.999 and 0.998) and does nothing at
 # `blocks.1.hook_resid_mid` (0.000), and the sentiment ActAdd fails everywhere (P(`happy`) at most 0.001).
+#
+# ActAdd steers every later position through attention, so it also steers what is generated:
+
+# %%
+for hook_name in ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"):
+    to_child = lambda tokens: actadd_logits(lm, tokens, encode("child :"), encode("expert :"), hook_name, 1.0)
+    to_expert = lambda tokens: actadd_logits(lm, tokens, encode("expert :"), encode("child :"), hook_name, 1.0)
+    print(f"{hook_name:24s} expert : what is sqrt 27 ? {greedy('expert : what is sqrt 27 ?', to_child):18s} "
+          f"child : what is sqrt 27 ? {greedy('child : what is sqrt 27 ?', to_expert)}")
+
+# %% [markdown]
+# With the solution: at `blocks.0.hook_resid_pre` the expert says `i do not know .` and the child
+# `3 root 3 .`; at `blocks.1.hook_resid_pre` the child still answers, but the expert says
+# `i of 4 root 3 .`: after layer 0, the difference at the front no longer carries everything that
+# layer 0's attention would have copied from the word `child`.
+#
 #
 # **Questions.** At `blocks.0.hook_resid_pre` and coefficient 1, the persona ActAdd is *exactly*
 # swapping one word of the prompt: why? Why can nothing added at the front of the prompt at
