@@ -429,6 +429,30 @@ def target_effect(clean_logits: Float[Tensor, "n pos vocab"], steered_logits: Fl
 check("steering.target_effect", target_effect)
 
 # %% [markdown]
+# Both measures for the sentiment vector at `HOOK_NAME` on the negative stories (target `happy`,
+# other `sad`), added at `felt`:
+
+# %%
+sentiment_v = contrastive_vector(lm, pos_tokens, neg_tokens, pos_at, neg_at, HOOK_NAME)
+clean = lm(sad_stories)
+happy, sad = torch.full_like(sad_at, vocab["happy"]), torch.full_like(sad_at, vocab["sad"])
+for coeff in (0.25, 0.5, 0.75, 1.0, 2.0, 4.0):
+    steered = steered_logits(lm, sad_stories, sentiment_v, HOOK_NAME, coeff, last_token_mask(sad_stories, sad_at))
+    effect = target_effect(clean, steered, sad_at, happy, sad)
+    print(f"coeff {coeff:4.2f}: P(happy) change {float(effect['prob_change'].mean()):+.3f}, "
+          f"logit difference (happy - sad) change {float(effect['logit_diff_change'].mean()):+6.2f}")
+
+# %% [markdown]
+# With the solution, the probability change goes +0.01, +0.57, +0.99 and then stays at +1.00, while
+# the logit difference (happy minus sad) keeps moving: +5.8, +12.4, +18.7, +23.7 up to coefficient 1,
+# nearly in proportion, then +33.0 at 2 and +35.7 at 4.
+#
+# **Questions.** Which of the two would you report to compare two steering vectors, and which to
+# decide whether the behaviour changed? Why does the logit difference grow almost linearly at first
+# and then level off? (What lies between `HOOK_NAME` and the logits: layer 1's MLP, and `ln_final`,
+# which divides the residual stream by its norm.)
+
+# %% [markdown]
 # ### 2.2 KL divergence from the unsteered model
 #
 # *Difficulty 2/5, about 10 minutes.* A steering vector should change the behaviour we target and
