@@ -100,3 +100,68 @@ def notebook(*sources: str):
 def texts(cell) -> str:
     """Everything a cell printed."""
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+class Master:
+    """An assignment's jupytext master and its checks. The reference solutions are the master's own
+    solution cells executed into a namespace, so the tests keep no second copy that could drift."""
+
+    def __init__(self, slug: str, hidden_seed: int = 4242) -> None:
+        from interplab.checking import load_spec_module
+
+        self.slug = slug
+        self.path = REPO / "assignments" / slug / f"{slug}.py"
+        self.checks = load_spec_module(REPO / "assignments" / slug / "checks.py")
+        self.exercises = {ex.id: ex for ex in self.checks.EXERCISES}
+        self.hidden_seed = hidden_seed
+
+    def cells(self) -> list[tuple[str, str]]:
+        """(header, source) of every cell of the jupytext percent master."""
+        import re
+
+        parts = re.split(r"^(# %%.*)$", self.path.read_text(), flags=re.M)
+        return [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
+
+    def namespace(self, roles: tuple[str, ...] = ("locked", "solution")) -> dict:
+        """The master's cells of these roles (locked: setup; solution: the reference answers), run."""
+        namespace: dict = {}
+        for header, source in self.cells():
+            if any(f'role="{role}"' in header for role in roles):
+                exec(compile(source, str(self.path), "exec"), namespace)
+        return namespace
+
+    def run(self, exercise_id: str, fn) -> dict[str, list]:
+        exercise = self.exercises[exercise_id]
+        from interplab.checking import PUBLIC_SEED
+
+        return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", self.hidden_seed)}
+
+    def assert_structure(self, min_exercises: int) -> None:
+        """One solution cell (definitions only, nbgrader markers) and one check per exercise."""
+        import re
+
+        cells = self.cells()
+        solution_ids = {re.search(r'grade_id="impl_(\w+)"', h).group(1) for h, _ in cells if 'role="solution"' in h}
+        tested = set(re.findall(rf'check\("{self.slug}\.(\w+)"', self.path.read_text()))
+        assert solution_ids == tested == {e.split(".", 1)[1] for e in self.exercises}
+        assert len(self.exercises) >= min_exercises
+        for header, source in cells:
+            if 'role="solution"' in header:
+                assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source, header
+                assert re.match(r"\s*def ", source), f"solution cells hold definitions only: {header}"
+
+    def assert_reference_passes_and_probes_are_named(self, exercise_id: str, fn) -> None:
+        """The reference passes its own check (run twice: deterministic), and every known mistake
+        fails with its message."""
+        from interplab.checking import judge
+
+        exercise = self.exercises[exercise_id]
+        reference = self.run(exercise_id, fn)
+        assert all("output" in o for split in reference.values() for o in split), reference
+        verdict = judge(exercise, self.run(exercise_id, fn), reference, scored_split="hidden")
+        assert verdict.passed and verdict.fraction == 1.0, verdict.message
+        probe_outputs = {p.name: self.run(exercise_id, p.fn) for p in exercise.probes}
+        for probe in exercise.probes:
+            v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
+            assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
+            assert probe.message in v.message, v.message

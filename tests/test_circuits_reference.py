@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from transformer_lens.utilities.lm_utils import lm_cross_entropy_loss
 
-import circuits_solutions as sol
-from interplab.checking import PUBLIC_SEED, judge, load_spec_module
+from conftest import Master
+from interplab.checking import judge
 from interplab.zoo import attn_only_2l
 
-ROOT = Path(__file__).resolve().parents[1]
-CHECKS = load_spec_module(ROOT / "assignments" / "circuits" / "checks.py")
-HIDDEN_SEED = 987654321
+CIRCUITS = Master("circuits", hidden_seed=987654321)
+with torch.enable_grad():  # the master's setup turns gradients off for the whole process; restored on exit
+    sol = SimpleNamespace(**CIRCUITS.namespace())  # the master's own solution cells (and its setup)
 SOLUTIONS = {
     "circuits.per_token_loss": sol.per_token_loss,
     "circuits.current_token_score": sol.current_token_score,
@@ -38,7 +38,7 @@ SOLUTIONS = {
     "circuits.composition_score": sol.composition_score,
     "circuits.composition_scores": sol.composition_scores,
 }
-EXERCISES = {ex.id: ex for ex in CHECKS.EXERCISES}
+EXERCISES = CIRCUITS.exercises
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -211,7 +211,7 @@ def test_every_exercise_has_a_reference_and_enough_points():
 
 
 def _run(exercise, fn):
-    return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", HIDDEN_SEED)}
+    return CIRCUITS.run(exercise.id, fn)
 
 
 _REFERENCE_OUTPUTS: dict[str, dict] = {}
@@ -245,7 +245,7 @@ def test_reference_passes_its_own_check(exercise_id):
 
 
 @pytest.mark.parametrize("exercise_id,probe_name",
-                         [(ex.id, p.name) for ex in CHECKS.EXERCISES for p in ex.probes])
+                         [(ex.id, p.name) for ex in EXERCISES.values() for p in ex.probes])
 def test_each_probe_fails_and_is_named(exercise_id, probe_name):
     exercise = EXERCISES[exercise_id]
     references = _reference(exercise_id)

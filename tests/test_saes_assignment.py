@@ -10,8 +10,6 @@ closed-form dimensionality of known geometries (antipodal pairs have D = 1/2).
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,62 +17,30 @@ import pytest
 import torch
 
 from interplab import sae as sae_lib
-from interplab.checking import PUBLIC_SEED, judge, load_spec_module
+from conftest import Master
+from interplab.checking import judge
 
-ROOT = Path(__file__).resolve().parents[1]
-MASTER = ROOT / "assignments" / "saes" / "saes.py"
-CHECKS = load_spec_module(ROOT / "assignments" / "saes" / "checks.py")
-EXERCISES = {ex.id: ex for ex in CHECKS.EXERCISES}
-HIDDEN_SEED = 4242
-
-
-def master_cells() -> list[tuple[str, str]]:
-    """(header, source) of every cell of the jupytext percent master."""
-    text = MASTER.read_text()
-    parts = re.split(r"^(# %%.*)$", text, flags=re.M)
-    return [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
+SAES = Master("saes")
+EXERCISES = SAES.exercises
 
 
 @pytest.fixture(scope="module")
 def solutions() -> dict[str, Any]:
     torch.set_num_threads(1)
-    namespace: dict[str, Any] = {}
-    for header, source in master_cells():
-        if 'role="locked"' in header or 'role="solution"' in header:
-            exec(compile(source, str(MASTER), "exec"), namespace)
-    return namespace
+    return SAES.namespace()
 
 
 def _run(exercise, fn) -> dict[str, list]:
-    return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", HIDDEN_SEED)}
+    return SAES.run(exercise.id, fn)
 
 
 def test_master_structure() -> None:
-    cells = master_cells()
-    solution_ids = {re.search(r'grade_id="impl_(\w+)"', h).group(1) for h, _ in cells if 'role="solution"' in h}
-    tested = set(re.findall(r'check\("saes\.(\w+)"', MASTER.read_text()))
-    assert solution_ids == tested == {e.split(".")[1] for e in EXERCISES}
-    assert len(EXERCISES) >= 10
-    for header, source in cells:
-        if 'role="solution"' in header:
-            assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-            assert re.match(r"\s*def ", source), f"solution cells hold definitions only: {header}"
+    SAES.assert_structure(min_exercises=10)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
 def test_reference_passes_and_probes_are_named(solutions, exercise_id) -> None:
-    exercise = EXERCISES[exercise_id]
-    fn = solutions[exercise_id.split(".")[1]]
-    reference = _run(exercise, fn)
-    assert all("output" in o for split in reference.values() for o in split), reference
-    again = _run(exercise, fn)
-    verdict = judge(exercise, again, reference, scored_split="hidden")
-    assert verdict.passed and verdict.fraction == 1.0, verdict.message
-    probe_outputs = {p.name: _run(exercise, p.fn) for p in exercise.probes}
-    for probe in exercise.probes:
-        v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
-        assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
-        assert probe.message in v.message, v.message
+    SAES.assert_reference_passes_and_probes_are_named(exercise_id, solutions[exercise_id.split(".")[1]])
 
 
 def test_training_checks_reject_untrained_answers(solutions) -> None:
