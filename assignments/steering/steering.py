@@ -200,8 +200,9 @@ for hook_name in RESID_HOOKS:
 
 # %% [markdown]
 # **Questions.** The persona vector read at the `?` is small before layer 1's attention (norm 0.2-1.4
-# at `blocks.0.*` and `blocks.1.hook_resid_pre`) and large after it (19.5 at `blocks.1.hook_resid_mid`); the sentiment vector read at `felt`
-# is zero at `blocks.0.hook_resid_pre` and non-zero from `blocks.0.hook_resid_mid` on. What does this
+# at `blocks.0.*` and `blocks.1.hook_resid_pre`) and large after it (19.5 at `blocks.1.hook_resid_mid`);
+# the sentiment vector read at `felt` is zero at `blocks.0.hook_resid_pre` and non-zero from
+# `blocks.0.hook_resid_mid` on. What does this
 # tell you about *which attention layer* moves each variable to the position where it is used? (The
 # `saes` assignment's probe found the same for the persona.)
 #
@@ -278,6 +279,11 @@ for coeff in (0.0, 1.0):
 # `P("3" | child : what is sqrt 27 ?)` goes from 7e-8 to 1.00) and the expert refuses (mean `P("i")`
 # 0.00002 -> 1.000; `P("i" | expert : what is sqrt 27 ?)` from 4e-8 to 1.00).
 #
+# **Questions.** Why does a vector read at `blocks.1.hook_resid_pre` do nothing for the persona, when
+# the same hook works for sentiment? At `blocks.1.hook_resid_mid` and after, adding the vector at every
+# position instead of only the last token would give exactly the same next-token probabilities at the
+# last token: why? Would that still be true at `blocks.0.hook_resid_mid`?
+#
 # What does the steered model *say*? Greedy continuations, with the persona vector at `HOOK_NAME` and
 # coefficient +1 (child) or -1 (expert), added either only at the `?` or at the `?` and every word
 # generated after it:
@@ -304,11 +310,6 @@ for prompt, coeff in (("child : what is sqrt 27 ?", 1.0), ("expert : what is sqr
 # with `do not know`, and where would it normally read that from?) Why does adding the vector at every
 # generated word break the text? Rimsky et al. add their vector at every position after the prompt:
 # what is different about their setting?
-#
-# **Questions.** Why does a vector read at `blocks.1.hook_resid_pre` do nothing for the persona, when
-# the same hook works for sentiment? At `blocks.1.hook_resid_mid` and after, adding the vector at every
-# position instead of only the last token would give exactly the same next-token probabilities at the
-# last token: why? Would that still be true at `blocks.0.hook_resid_mid`?
 #
 # ### 1.3 ActAdd: one prompt pair, added at the front
 #
