@@ -15,8 +15,6 @@ executed into a namespace), so there is no second copy to drift. Independent ora
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,31 +22,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interplab.checking import PUBLIC_SEED, judge, load_spec_module
+from conftest import Master
 
-ROOT = Path(__file__).resolve().parents[1]
-MASTER = ROOT / "assignments" / "steering" / "steering.py"
-CHECKS = load_spec_module(ROOT / "assignments" / "steering" / "checks.py")
-EXERCISES = {ex.id: ex for ex in CHECKS.EXERCISES}
-HIDDEN_SEED = 9090
+STEERING = Master("steering", hidden_seed=9090)
 KINDS = ("pre", "mid", "post")
-
-
-def master_cells() -> list[tuple[str, str]]:
-    text = MASTER.read_text()
-    parts = re.split(r"^(# %%.*)$", text, flags=re.M)
-    return [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
 
 
 @pytest.fixture(scope="module")
 def ns() -> dict[str, Any]:
     """The master's locked and solution cells, executed (the notebook's own reference code)."""
     torch.set_num_threads(1)
-    namespace: dict[str, Any] = {}
-    for header, source in master_cells():
-        if 'role="locked"' in header or 'role="solution"' in header:
-            exec(compile(source, str(MASTER), "exec"), namespace)
-    yield namespace
+    yield STEERING.namespace()
     torch.set_grad_enabled(True)  # the setup cell turns gradients off for the notebook
 
 
@@ -68,35 +52,13 @@ def manual_logits(model, tokens: torch.Tensor, edit=None) -> torch.Tensor:
     return model.unembed(model.ln_final(x))
 
 
-def _run(exercise, fn) -> dict[str, list]:
-    return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", HIDDEN_SEED)}
-
-
 def test_master_structure() -> None:
-    cells = master_cells()
-    solution_ids = {re.search(r'grade_id="impl_(\w+)"', h).group(1) for h, _ in cells if 'role="solution"' in h}
-    tested = set(re.findall(r'check\("steering\.(\w+)"', MASTER.read_text()))
-    assert solution_ids == tested == {e.split(".")[1] for e in EXERCISES}
-    assert len(EXERCISES) >= 8
-    for header, source in cells:
-        if 'role="solution"' in header:
-            assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-            assert re.match(r"\s*def ", source), f"solution cells hold definitions only: {header}"
+    STEERING.assert_structure(min_exercises=8)
 
 
-@pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
+@pytest.mark.parametrize("exercise_id", sorted(STEERING.exercises))
 def test_reference_passes_and_probes_are_named(ns, exercise_id) -> None:
-    exercise = EXERCISES[exercise_id]
-    fn = ns[exercise_id.split(".")[1]]
-    reference = _run(exercise, fn)
-    assert all("output" in o for split in reference.values() for o in split), reference
-    verdict = judge(exercise, _run(exercise, fn), reference, scored_split="hidden")
-    assert verdict.passed and verdict.fraction == 1.0, verdict.message
-    probe_outputs = {p.name: _run(exercise, p.fn) for p in exercise.probes}
-    for probe in exercise.probes:
-        v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
-        assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
-        assert probe.message in v.message, v.message
+    STEERING.assert_reference_passes_and_probes_are_named(exercise_id, ns[exercise_id.split(".")[1]])
 
 
 # ------------------------------------------------------------------------------------------------
