@@ -30,7 +30,7 @@ from interplab.checking import Exercise, Probe, torch_generator
 from interplab.steering import persona_pair, prompt_tokens, sentiment_pair
 
 ASSIGNMENT = "steering"
-FLOAT_TOL = {"float32": (1e-4, 1e-5), "float64": (1e-6, 1e-8)}
+FLOAT_TOL = {"float32": (1e-4, 1e-5), "float64": (1e-5, 1e-7)}  # float64: float32 results returned as Python floats
 MODEL_TOL = {"float32": (1e-3, 1e-4), "float64": (1e-4, 1e-6)}
 RESID_HOOKS = ("blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid", "blocks.0.hook_resid_post",
                "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post")
