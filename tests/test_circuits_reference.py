@@ -1,5 +1,6 @@
-"""The circuits assignment: zoo model, reference definitions cross-checked against TransformerLens,
-and every exercise's checks (reference passes, each known mistake is caught and named).
+"""The circuits assignment: zoo model, reference definitions (the master notebook's own solution
+cells) cross-checked against TransformerLens, and every exercise's checks (reference passes, each
+known mistake is caught and named).
 
 Independent implementations used as oracles:
 - per-token loss: TransformerLens's ``lm_cross_entropy_loss`` (what ``return_type="loss"`` uses);
