@@ -49,8 +49,6 @@
 # prompts) and compares with the reference; when your answer matches a known mistake, the check names it.
 
 # %% role="locked" grade_id="setup"
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from IPython.display import SVG, display

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from interplab.attribution import Transcoder, Transcoders, ce_losses, fidelity, mlp_io
