@@ -835,8 +835,8 @@ for label, (name, interventions) in EXPERIMENTS.items():
 # | `expert/27`: L1/970 set to 2.08 (its `child/27` value), L1/816 off | **0.921** | 0.044 | 0.921 / 0.044 |
 # | `child/25`: `child/27`'s features at `?` on, 5 answer features off | **1.000** | 0.000 | 1.000 / 0.000 |
 #
-# So the graph's reading holds up: L1/970 at `?` is a refusal feature (it fires on hard questions of
-# the child and the assistant, mean 0.93 and 0.80, hardly for the expert, 0.17), fed by
+# So the graph's reading holds up: L1/970 at `?` is a refusal feature (mean activation at `?`: child
+# 0.93, assistant 0.80, expert 0.17; hard 1.37, easy 0.07; the assistant hedges hard questions), fed by
 # difficulty features at `?` (L0/246, L0/353, L0/358: hard) and by persona features at the `:` after
 # the persona token (L0/795: mean 4.22 for the child, 1.87 for the expert); L1/816 at `?` pushes the
 # expert to answer. No single feature flips the child (the decision is spread over ~10 features, with

@@ -14,7 +14,10 @@ Every input is generated from the case's ``rng``:
   probabilities.
 
 Reference values are those of the master's solutions; probes are known-wrong variants that name the
-mistake (the build strips their code from the released copy).
+mistake (the build strips their code from the released copy). Inputs are drawn so that each mistake
+shows: a real layer-0 edit in every intervention case, heavy-tailed edge weights and targets on
+different scales in the random graphs (on rare graphs an unnormalised influence still picks the same
+nodes: the wrong variant then earns that case).
 """
 from __future__ import annotations
 
@@ -250,8 +253,8 @@ def random_graph(rng: np.random.Generator) -> dict[str, Any]:
     an edge from ``s`` to ``t`` only when ``s`` sits in a lower layer; token and error rows are zero;
     logit nodes have no outgoing edges. Signed weights, many exact zeros."""
     g = torch_generator(rng)
-    n_layers, n_pos = int(rng.integers(1, 4)), int(rng.integers(2, 6))
-    n_f, n_logits = int(rng.integers(3, 25)), int(rng.integers(1, 5))
+    n_layers, n_pos = int(rng.integers(1, 4)), int(rng.integers(3, 7))
+    n_f, n_logits = int(rng.integers(15, 40)), int(rng.integers(1, 5))
     f_layers = torch.sort(torch.randint(n_layers, (n_f,), generator=g)).values.double()
     layers = torch.cat([f_layers, torch.arange(n_layers).repeat_interleave(n_pos).double(),
                         torch.full((n_pos,), -1.0), torch.full((n_logits,), float(n_layers))])
@@ -259,7 +262,10 @@ def random_graph(rng: np.random.Generator) -> dict[str, Any]:
     allowed = layers[:, None] > layers[None, :]
     allowed[n_f:n_f + n_layers * n_pos + n_pos] = False  # errors and tokens have no inputs
     keep = torch.rand(n, n, generator=g) < float(rng.uniform(0.3, 0.8))
-    A = torch.randn(n, n, generator=g, dtype=torch.float64) * (allowed & keep)
+    heavy = torch.exp(torch.randn(n, n, generator=g, dtype=torch.float64))  # heavy-tailed: a few edges dominate
+    A = torch.randn(n, n, generator=g, dtype=torch.float64) * heavy * (allowed & keep)
+    A[:, n_f + n_layers * n_pos:n_f + n_layers * n_pos + n_pos] *= 0.2  # tokens (always kept) must not carry everything
+    A *= torch.exp(1.5 * torch.randn(n, 1, generator=g, dtype=torch.float64))  # targets on different scales: normalising matters
     probs = torch.rand(n_logits, generator=g, dtype=torch.float64)
     probs = probs / probs.sum() * float(rng.uniform(0.6, 1.0))
     logit_weights = torch.zeros(n, dtype=torch.float64)
@@ -280,7 +286,7 @@ def _influence_case(rng: np.random.Generator) -> dict[str, Any]:
 def _prune_nodes_case(rng: np.random.Generator) -> dict[str, Any]:
     graph = random_graph(rng)
     return {"A": graph["A"], "logit_weights": graph["logit_weights"], "n_tokens": graph["n_tokens"],
-            "n_logits": graph["n_logits"], "threshold": float(rng.choice([0.5, 0.7, 0.8, 0.9]))}
+            "n_logits": graph["n_logits"], "threshold": float(rng.choice([0.8, 0.85, 0.9]))}
 
 
 def _prune_edges_case(rng: np.random.Generator) -> dict[str, Any]:
@@ -375,10 +381,16 @@ def _intervene_case(rng: np.random.Generator) -> dict[str, Any]:
     prompts = world.persona_prompts(persona, held_out=False, n_context=0, rng=int(rng.integers(2**31)))
     prompt = prompts[int(rng.integers(len(prompts)))][0]
     tokens = torch.tensor(world.tokenizer.encode(prompt))
-    errors = attr.full_forward(attr.Weights.of(model, transcoders), model, tokens)["errors"].float()
+    run = attr.full_forward(attr.Weights.of(model, transcoders), model, tokens)
+    errors = run["errors"].float()
     n_pos, d_tc = len(tokens), transcoders.d_tc
     interventions = [(int(rng.integers(2)), int(rng.integers(n_pos)), int(torch.randint(d_tc, (1,), generator=g)),
-                      float(rng.choice([0.0, rng.uniform(1, 8)]))) for _ in range(int(rng.integers(1, 4)))]
+                      float(rng.choice([0.0, rng.uniform(1, 8)]))) for _ in range(int(rng.integers(0, 3)))]
+    # always one real change in layer 0 (an active feature set to another value), so layer 1 must respond
+    last_acts = run["feature_acts"][0, -1]
+    feature = int(last_acts.argsort(descending=True)[int(rng.integers(3))])
+    value = float(last_acts[feature]) * float(rng.choice([0.0, rng.uniform(2, 4)]))
+    interventions.insert(0, (0, n_pos - 1, feature, value))
     return {"model": model, "transcoders": transcoders, "tokens": tokens, "errors": errors, "interventions": interventions}
 
 
