@@ -122,10 +122,13 @@ class Master:
         parts = re.split(r"^(# %%.*)$", self.path.read_text(), flags=re.M)
         return [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
 
-    def namespace(self, roles: tuple[str, ...] = ("locked", "solution")) -> dict:
-        """The master's cells of these roles (locked: setup; solution: the reference answers), run."""
+    def namespace(self, roles: tuple[str, ...] = ("locked", "solution"), setup_only: bool = False) -> dict:
+        """The master's cells of these roles (locked: setup; solution: the reference answers), run;
+        with ``setup_only`` the one locked cell run is the ``setup`` cell."""
         namespace: dict = {}
         for header, source in self.cells():
+            if setup_only and 'role="locked"' in header and 'grade_id="setup"' not in header:
+                continue
             if any(f'role="{role}"' in header for role in roles):
                 exec(compile(source, str(self.path), "exec"), namespace)
         return namespace

@@ -15,24 +15,19 @@
 from __future__ import annotations
 
 import copy
-import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from conftest import Master
 from interplab import attribution as attr
 from interplab import zoo
-from interplab.checking import PUBLIC_SEED, judge, load_spec_module
 from interplab.toyworld import ToyWorld
 
-ROOT = Path(__file__).resolve().parents[1]
-MASTER = ROOT / "assignments" / "attribution" / "attribution.py"
-CHECKS = load_spec_module(ROOT / "assignments" / "attribution" / "checks.py")
-EXERCISES = {ex.id: ex for ex in CHECKS.EXERCISES}
-HIDDEN_SEED = 5151
+ATTRIBUTION = Master("attribution", hidden_seed=5151)
+EXERCISES = ATTRIBUTION.exercises
 WORLD = ToyWorld()
 CHILD_27 = "child : what is sqrt 27 ?"
 
@@ -328,49 +323,18 @@ def test_rendering_is_offline_svg(child_graph) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def master_cells() -> list[tuple[str, str]]:
-    parts = re.split(r"^(# %%.*)$", MASTER.read_text(), flags=re.M)
-    return [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
-
-
 @pytest.fixture(scope="module")
 def solutions(shipped) -> dict[str, Any]:
-    namespace: dict[str, Any] = {}
-    for header, source in master_cells():
-        if 'grade_id="setup"' in header or 'role="solution"' in header:
-            exec(compile(source, str(MASTER), "exec"), namespace)
-    return namespace
-
-
-def _run(exercise, fn) -> dict[str, list]:
-    return {"public": exercise.run(fn, "public", PUBLIC_SEED), "hidden": exercise.run(fn, "hidden", HIDDEN_SEED)}
+    return ATTRIBUTION.namespace(setup_only=True)
 
 
 def test_master_structure() -> None:
-    cells = master_cells()
-    solution_ids = {re.search(r'grade_id="impl_(\w+)"', h).group(1) for h, _ in cells if 'role="solution"' in h}
-    tested = set(re.findall(r'check\("attribution\.(\w+)"', MASTER.read_text()))
-    assert solution_ids == tested == {e.split(".")[1] for e in EXERCISES}
-    assert len(EXERCISES) >= 8
-    for header, source in cells:
-        if 'role="solution"' in header:
-            assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-            assert re.match(r"\s*def ", source), f"solution cells hold definitions only: {header}"
+    ATTRIBUTION.assert_structure(min_exercises=8)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
 def test_reference_passes_and_probes_are_named(solutions, exercise_id) -> None:
-    exercise = EXERCISES[exercise_id]
-    fn = solutions[exercise_id.split(".")[1]]
-    reference = _run(exercise, fn)
-    assert all("output" in o for split in reference.values() for o in split), reference
-    verdict = judge(exercise, _run(exercise, fn), reference, scored_split="hidden")
-    assert verdict.passed and verdict.fraction == 1.0, verdict.message
-    probe_outputs = {p.name: _run(exercise, p.fn) for p in exercise.probes}
-    for probe in exercise.probes:
-        v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
-        assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
-        assert probe.message in v.message, v.message
+    ATTRIBUTION.assert_reference_passes_and_probes_are_named(exercise_id, solutions[exercise_id.split(".")[1]])
 
 
 def test_solutions_agree_with_the_library_and_finite_differences(shipped, solutions) -> None:
