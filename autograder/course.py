@@ -20,6 +20,7 @@ class CourseError(Exception):
 class Course:
     root: Path
     settings: dict[str, Any] = field(default_factory=dict)
+    _nbgrader_config: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, root: Path) -> "Course":
@@ -57,9 +58,27 @@ class Course:
     def submitted(self) -> Path:
         return self.root / "submitted"
 
+    def nbgrader_config(self) -> Any:
+        """The configuration an nbgrader command run here sees: the ``nbgrader_config.py`` files of
+        the Jupyter config paths, then the course's own (loaded once)."""
+        if self._nbgrader_config is None:
+            from jupyter_core.paths import jupyter_config_path
+            from traitlets.config import Config
+            from traitlets.config.loader import PyFileConfigLoader
+
+            config = Config()
+            for folder in [*reversed(jupyter_config_path()), str(self.root)]:
+                if (Path(folder) / "nbgrader_config.py").is_file():
+                    config.merge(PyFileConfigLoader("nbgrader_config.py", path=folder).load_config())
+            self._nbgrader_config = config
+        return self._nbgrader_config
+
     @property
     def db_url(self) -> str:
-        return "sqlite:///" + str(self.root / "gradebook.db")
+        """The gradebook nbgrader uses (``CourseDirectory.db_url``, e.g. Postgres), by default
+        ``gradebook.db`` in the course."""
+        configured = self.nbgrader_config().get("CourseDirectory", {}).get("db_url")
+        return str(configured) if configured else "sqlite:///" + str(self.root / "gradebook.db")
 
     def known_assignments(self) -> list[str]:
         base = self.assignments_dir

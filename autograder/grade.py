@@ -304,15 +304,11 @@ class Recorder:
     def __init__(self, course: Course, assignment: str, cache: Path) -> None:
         import logging
 
-        from jupyter_core.paths import jupyter_config_path
         from nbgrader.coursedir import CourseDirectory
         from traitlets.config import LoggingConfigurable
-        from traitlets.config.loader import PyFileConfigLoader
 
         config = Config()
-        for folder in [*reversed(jupyter_config_path()), str(course.root)]:  # as nbgrader's apps load them
-            if (Path(folder) / "nbgrader_config.py").is_file():
-                config.merge(PyFileConfigLoader("nbgrader_config.py", path=folder).load_config())
+        config.merge(course.nbgrader_config())
         config.merge(Config({"CourseDirectory": {"root": str(course.root)},
                              "GradingExecute": {"replay_dir": str(cache)},
                              "HTMLExporter": {"template_name": "feedback"}}))

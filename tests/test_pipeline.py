@@ -175,6 +175,29 @@ def test_grade_scores_feedback_and_tampering(mini_course, tmp_path):
     assert read_csv(course / "grades" / "mini.csv") == grades
 
 
+def test_grade_uses_the_gradebook_nbgrader_is_configured_with(tmp_path):
+    """A course whose nbgrader_config.py points CourseDirectory.db_url elsewhere (as a Postgres URL
+    would): build, grading and the CSV all use that gradebook, and no other one is created."""
+    from nbgrader.api import Gradebook
+
+    from conftest import TEST_ASSIGNMENTS, make_course
+
+    course = make_course(tmp_path, TEST_ASSIGNMENTS)
+    elsewhere = tmp_path / "db" / "grades.sqlite"
+    elsewhere.parent.mkdir()
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write(f'\nc.CourseDirectory.db_url = "sqlite:///{elsewhere}"\n')
+    interplab("build", "--course", str(course), "mini", "--skip-validation", check=True)
+    _submit(course, "alice", course / "source" / "mini" / "mini.ipynb")
+    proc = interplab("grade", "mini", "--course", str(course))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    grades = read_csv(course / "grades" / "mini.csv")
+    assert grades == {("alice", "test_softmax"): (2, 2), ("alice", "test_row_norms"): (1, 1)}
+    assert not (course / "gradebook.db").exists()
+    with Gradebook(f"sqlite:///{elsewhere}", "interplab") as gb:
+        assert gb.find_submission("mini", "alice").score == 3
+
+
 def test_partial_credit_reaches_nbgrader():
     verdicts = [Verdict("mini.a", False, 2 / 3, "1 of 3 hidden inputs wrong"), Verdict("mini.b", True, 1.0, "")]
     cell = NotebookNode(cell_type="code", metadata={"nbgrader": {"grade": True, "solution": False, "points": 3,
