@@ -168,3 +168,34 @@ class Master:
             v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
             assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
             assert probe.message in v.message, v.message
+
+
+SECRET = "instructor-only-7f3a"  # what a grading kernel must never be able to read
+
+
+def fake_course(tmp_path: Path) -> Path:
+    """A course as the sandbox tests need it: instructor store, gradebook and another student's
+    submission (each holding SECRET), and the working directory of the submission being graded
+    (``workdir_of``), all world-readable, as files often are: only the sandbox hides them."""
+    root = tmp_path / "course"
+    (root / ".interplab" / "a1").mkdir(parents=True)
+    (root / ".interplab" / "a1" / "references.json").write_text(json.dumps({"seed": SECRET}))
+    (root / "gradebook.db").write_text(SECRET)
+    (root / "submitted" / "bob" / "a1").mkdir(parents=True)
+    (root / "submitted" / "bob" / "a1" / "a1.ipynb").write_text(SECRET)
+    workdir_of(root).mkdir(parents=True)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+def workdir_of(course: Path) -> Path:
+    return course / "autograded" / "alice" / "a1"
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

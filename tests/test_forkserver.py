@@ -22,7 +22,7 @@ from interplab.autograder.forkserver import (
 )
 from interplab.autograder.sandbox import SandboxError, SandboxedKernelManager, SandboxPolicy, pids_of_uid, probe
 
-from conftest import notebook, texts
+from conftest import SECRET, alive, fake_course, notebook, texts, workdir_of
 
 CAPS = probe()
 pytestmark = pytest.mark.skipif(
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.skipif(
 # Slots far from those real grading (0, 1, ...) and tests/test_sandbox.py (40) use.
 SLOT = 43
 UID = SandboxPolicy().uid_base + SLOT
-SECRET = "instructor-only-7f3a"
 
 
 @pytest.fixture(scope="module")
@@ -42,29 +41,9 @@ def server():
 
 @pytest.fixture
 def course(tmp_path: Path) -> Path:
-    root = tmp_path / "course"
-    (root / ".interplab" / "a1").mkdir(parents=True)
-    (root / ".interplab" / "a1" / "references.json").write_text(json.dumps({"seed": SECRET}))
-    (root / "gradebook.db").write_text(SECRET)
-    (root / "submitted" / "bob" / "a1").mkdir(parents=True)
-    (root / "submitted" / "bob" / "a1" / "a1.ipynb").write_text(SECRET)
-    work = root / "autograded" / "alice" / "a1"
-    work.mkdir(parents=True)
-    (work / "helper.py").write_text("VALUE = 'released file'\n")
-    for path in root.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    root = fake_course(tmp_path)
+    (workdir_of(root) / "helper.py").write_text("VALUE = 'released file'\n")
     return root
-
-
-def workdir_of(course: Path) -> Path:
-    return course / "autograded" / "alice" / "a1"
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def run_notebook(nb, workdir: Path, km, env: dict | None = None, timeout: int = 60, shutdown: bool = True):

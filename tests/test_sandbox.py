@@ -25,7 +25,7 @@ from interplab.autograder.sandbox import (
     probe, protections, run_sandboxed,
 )
 
-from conftest import notebook, texts
+from conftest import alive, fake_course, notebook, texts, workdir_of
 
 REPO = Path(__file__).resolve().parents[1]
 CAPS = probe()
@@ -35,39 +35,15 @@ pytestmark = pytest.mark.skipif(
            f"setpriv/prlimit; here: root={CAPS.root} bwrap={CAPS.bwrap} notes={CAPS.notes}")
 # Slots far from those a real grading run uses (0, 1, ...), so the two never share a uid.
 SLOT = 40
-SECRET = "instructor-only-7f3a"
 
 
 @pytest.fixture
 def course(tmp_path: Path) -> Path:
-    """A fake course: instructor store, gradebook, another student's submission, and a fresh
-    working directory for the submission being graded."""
-    root = tmp_path / "course"
-    (root / ".interplab" / "a1").mkdir(parents=True)
-    (root / ".interplab" / "a1" / "references.json").write_text(json.dumps({"seed": SECRET}))
-    (root / "gradebook.db").write_text(SECRET)
-    (root / "submitted" / "bob" / "a1").mkdir(parents=True)
-    (root / "submitted" / "bob" / "a1" / "a1.ipynb").write_text(SECRET)
-    (root / "autograded" / "alice" / "a1").mkdir(parents=True)
-    for path in root.rglob("*"):  # world-readable, as files often are: only the sandbox hides them
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return root
-
-
-def workdir_of(course: Path) -> Path:
-    return course / "autograded" / "alice" / "a1"
+    return fake_course(tmp_path)
 
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(code)]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie has ended; the host's init reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def uid_of(slot: int) -> int:
