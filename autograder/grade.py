@@ -25,12 +25,16 @@ import hashlib
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.converters import Autograde, GenerateFeedback
 from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
+from nbgrader.utils import capture_log
+from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 from traitlets.config import Config
 
@@ -113,8 +117,10 @@ def job_key(nb: nbformat.NotebookNode, files: dict[str, bytes], seed: int) -> st
     return digest.hexdigest()
 
 
-def prepare(course: Course, assignment: str, student: str, notebooks: list[str], files: dict[str, bytes],
+def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, set[str]], files: dict[str, bytes],
             seed: int) -> Submission:
+    """Sanitize one student's notebooks into jobs; ``notebooks`` maps each notebook's name to the
+    grade ids of its test cells (from the gradebook)."""
     folder = course.submitted / student / assignment
     submission = Submission(student)
     present = sorted(p.name for p in folder.glob("*.ipynb"))
@@ -138,7 +144,7 @@ def prepare(course: Course, assignment: str, student: str, notebooks: list[str],
         except Exception as exc:
             problems.append(f"{notebook}.ipynb could not be sanitized ({type(exc).__name__}: {str(exc)[:120]})")
             continue
-        missing = sorted(expected_test_cells(course, assignment, notebook) - test_cells_in(nb))
+        missing = sorted(notebooks[notebook] - test_cells_in(nb))
         if missing:
             problems.append(f"{notebook}.ipynb lacks test cell(s) {', '.join(missing)} (deleted or their metadata edited): 0 there")
         grading = course.settings.get("grading", {})
@@ -229,7 +235,7 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     forked = kernel_manager_for(grading, bool(grading.get("fork_server", True))).__name__ == "ForkServerKernelManager"
     log("  [on]  fork server: kernels fork from a warm sandboxed server (imports done once)" if forked
         else "  [off] fork server: every kernel starts from scratch (see course.toml fork_server)")
-    notebooks = assignment_notebooks(course, assignment)
+    notebooks = {nb: expected_test_cells(course, assignment, nb) for nb in assignment_notebooks(course, assignment)}
     files = released_files(course, assignment)
     seed = course.store.seed(assignment, create=False)
     timings: dict[str, float] = {}
@@ -240,13 +246,15 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     cache = cache_dir(course, assignment)
     jobs = [job for sub in submissions.values() for job in sub.jobs]
     todo = [job for job in jobs if cached(cache, job) is None]
-    waiting = {student: {job.notebook for job in sub.jobs if job in todo} for student, sub in submissions.items()}
+    waiting: dict[str, set[str]] = {student: set() for student in submissions}  # notebooks not yet executed
+    for job in todo:
+        waiting[job.student].add(job.notebook)
     recorder = Recorder(course, assignment, cache)
     kernel_seconds = 0.0
     failures = 0
     started = time.perf_counter()
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"grade {assignment}", unit="notebook") as bar:
-        results = iter(executors.run(todo, executor, workers, scheduler))  # starts executing
+        results = executors.run(todo, executor, workers, scheduler)  # starts executing
         for student in sorted(s for s, left in waiting.items() if not left):
             recorder.record(student)  # executions reused from an earlier run, or nothing to execute
         for result in results:
@@ -322,12 +330,6 @@ class Recorder:
         self.seconds = 0.0
 
     def record(self, student: str) -> None:
-        import warnings
-
-        from nbgrader.converters import Autograde, GenerateFeedback
-        from nbgrader.utils import capture_log
-        from sqlalchemy.exc import SAWarning
-
         started = time.perf_counter()
         self.coursedir.student_id = student
         autograde = Autograde(coursedir=self.coursedir, parent=self.host)

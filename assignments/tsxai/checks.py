@@ -65,10 +65,9 @@ def reference(name: str) -> Callable[..., Any]:
 
 @functools.cache
 def _zoo_model(dataset: str) -> nn.Module:
-    # The model's own module, not zoo.load(): that imports every zoo module (transformer-lens included).
-    import importlib
+    from interplab import zoo
 
-    return importlib.import_module(f"interplab.zoo.fcn_{dataset}").load()
+    return zoo.load(f"fcn-{dataset}")  # imports only that model's module
 
 
 def fresh_model(dataset: str) -> nn.Module:
