@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt deploy/system-packages.sh
 install: $(STAMP)
 
 test: install
+	$(BIN)/ruff check .   # unused imports, undefined names, import order (pyproject.toml)
 	$(BIN)/python -m pytest
 
 build: install

@@ -22,8 +22,14 @@ from pathlib import Path
 
 from interplab.autograder import hub_profiles
 from interplab.autograder.hub_local import (
-    DEMO_INSTRUCTOR, DEMO_STUDENTS, FORMGRADER_CONFIG, SINGLEUSER_CONFIG, CourseLocalSpawner,
-    DemoAuthenticator, demo_accounts, is_loopback,
+    DEMO_INSTRUCTOR,
+    DEMO_STUDENTS,
+    FORMGRADER_CONFIG,
+    SINGLEUSER_CONFIG,
+    CourseLocalSpawner,
+    DemoAuthenticator,
+    demo_accounts,
+    is_loopback,
 )
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
@@ -241,9 +247,8 @@ elif SPAWNER == "kubernetes":
     c.KubeSpawner.uid = 1000
     c.KubeSpawner.fs_gid = 100
 elif SPAWNER == "docker":
-    from wrapspawner import ProfilesSpawner
-
     from dockerspawner import DockerSpawner
+    from wrapspawner import ProfilesSpawner
 
     c.JupyterHub.spawner_class = ProfilesSpawner
     c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://host.docker.internal:{HUB_API_PORT}")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from interplab.autograder.course import Course, CourseError
 from interplab.autograder.notebooks import error_outputs, execute, master_to_notebook, mode_env
 from interplab.autograder.steps import grading_env, verify_notebook
-from interplab.checking import BUNDLE_MIME, FORMAT_VERSION, REFERENCES_FILE, exercises_in, iter_bundles
+from interplab.checking import FORMAT_VERSION, REFERENCES_FILE, exercises_in, iter_bundles
 
 # Never released: caches, and notes meant for instructors only.
 SKIP_FILES = {"__pycache__", ".ipynb_checkpoints", "NOTE.md", "instructor"}

@@ -140,7 +140,8 @@ def run_dask(jobs: list[Job], scheduler: str) -> Iterator[JobResult]:
     """Run jobs on a dask.distributed cluster, submitted when this is called. Workers need this
     package installed (the same image as the single-user servers) and nothing else: jobs carry
     their files."""
-    from dask.distributed import Client, as_completed as dask_completed
+    from dask.distributed import Client
+    from dask.distributed import as_completed as dask_completed
 
     if not jobs:
         return iter(())

@@ -70,8 +70,18 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Instance, List, Unicode
 
 from .sandbox import (
-    MAX_SLOTS, SANDBOX_USER, Capabilities, Sandbox, SandboxError, SandboxPolicy, SandboxedKernelManager,
-    _bwrap_args, _check_exposure, _inside, probe, python_paths,
+    MAX_SLOTS,
+    SANDBOX_USER,
+    Capabilities,
+    Sandbox,
+    SandboxedKernelManager,
+    SandboxError,
+    SandboxPolicy,
+    _bwrap_args,
+    _check_exposure,
+    _inside,
+    probe,
+    python_paths,
 )
 
 DEFAULT_PRELOAD = ("numpy", "torch", "einops", "jaxtyping", "transformer_lens", "interplab",

@@ -17,8 +17,6 @@ from pathlib import Path
 import nbformat
 import requests
 
-from interplab.autograder.hub_local import DEMO_INSTRUCTOR
-
 REPO = Path(__file__).resolve().parents[1]
 TINY = "tiny"
 

@@ -27,11 +27,18 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Enum, Integer, Unicode
 
-from interplab.checking import (
-    BUNDLE_MIME, FORMAT_VERSION, RESULT_MIME, Exercise, MalformedData, Verdict, exercises_in, judge,
-)
 from interplab.autograder.sandbox import SandboxedKernelManager, SandboxPolicy, probe
 from interplab.autograder.store import Store
+from interplab.checking import (
+    BUNDLE_MIME,
+    FORMAT_VERSION,
+    RESULT_MIME,
+    Exercise,
+    MalformedData,
+    Verdict,
+    exercises_in,
+    judge,
+)
 
 CHECKS_FILE = "checks.py"
 

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import Master
 from interplab import attribution as attr
 from interplab import zoo
 from interplab.toyworld import ToyWorld
+
+from conftest import Master
 
 ATTRIBUTION = Master("attribution", hidden_seed=5151)
 EXERCISES = ATTRIBUTION.exercises

@@ -12,7 +12,9 @@ import time
 import pytest
 import requests
 from selenium.common.exceptions import (
-    ElementClickInterceptedException, ElementNotInteractableException, NoSuchElementException,
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    NoSuchElementException,
     StaleElementReferenceException,
 )
 from selenium.webdriver.common.action_chains import ActionChains

@@ -10,10 +10,17 @@ import pytest
 import torch
 
 from interplab import checking
-from interplab.checking import (
-    BUNDLE_MIME, Exercise, MalformedData, Probe, compare, decode, encode, judge,
-)
 from interplab.autograder.notebooks import MasterFormatError, master_to_notebook
+from interplab.checking import (
+    BUNDLE_MIME,
+    Exercise,
+    MalformedData,
+    Probe,
+    compare,
+    decode,
+    encode,
+    judge,
+)
 
 from conftest import TEST_ASSIGNMENTS
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 from transformer_lens.utilities.lm_utils import lm_cross_entropy_loss
 
-from conftest import Master
 from interplab.checking import judge
 from interplab.zoo import attn_only_2l
+
+from conftest import Master
 
 CIRCUITS = Master("circuits", hidden_seed=987654321)
 with torch.enable_grad():  # the master's setup turns gradients off for the whole process; restored on exit

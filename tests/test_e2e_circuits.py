@@ -4,7 +4,6 @@ plus a cheater -> `interplab grade` -> exact scores, clean feedback, stock nbgra
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 
 from interplab.checking import decode
 
-from conftest import REPO, edit_solution, interplab, make_course, read_csv, read_csv_rows, tool_env
+from conftest import edit_solution, interplab, make_course, read_csv, read_csv_rows, tool_env
 
 pytestmark = pytest.mark.slow
 

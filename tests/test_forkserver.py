@@ -18,9 +18,14 @@ from nbclient import NotebookClient
 from traitlets.config import Config
 
 from interplab.autograder.forkserver import (
-    DEFAULT_PRELOAD, ForkServer, ForkServerKernelManager, ForkedKernel, rlimits, shared_server,
+    DEFAULT_PRELOAD,
+    ForkedKernel,
+    ForkServer,
+    ForkServerKernelManager,
+    rlimits,
+    shared_server,
 )
-from interplab.autograder.sandbox import SandboxError, SandboxedKernelManager, SandboxPolicy, pids_of_uid, probe
+from interplab.autograder.sandbox import SandboxedKernelManager, SandboxError, SandboxPolicy, pids_of_uid, probe
 
 from conftest import SECRET, alive, fake_course, notebook, texts, workdir_of
 

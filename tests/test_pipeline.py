@@ -3,7 +3,6 @@ real nbgrader and real kernels, tampering, feedback, CSV, stock nbgrader command
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import subprocess

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from interplab import sae as sae_lib
-from conftest import Master
 from interplab.checking import judge
+
+from conftest import Master
 
 SAES = Master("saes")
 EXERCISES = SAES.exercises

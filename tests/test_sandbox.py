@@ -21,8 +21,18 @@ from nbclient.exceptions import DeadKernelError
 from traitlets.config import Config
 
 from interplab.autograder.sandbox import (
-    MiB, GiB, Sandbox, SandboxError, SandboxPolicy, SandboxedKernelManager, banner, parse_size, pids_of_uid,
-    probe, protections, run_sandboxed,
+    GiB,
+    MiB,
+    Sandbox,
+    SandboxedKernelManager,
+    SandboxError,
+    SandboxPolicy,
+    banner,
+    parse_size,
+    pids_of_uid,
+    probe,
+    protections,
+    run_sandboxed,
 )
 
 from conftest import alive, fake_course, notebook, texts, workdir_of

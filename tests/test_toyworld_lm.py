@@ -7,9 +7,6 @@ training never used. Greedy answers are checked word for word against the toy wo
 """
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from interplab.checking import PUBLIC_SEED, judge, load_spec_module
-from interplab.tsxai import DATA_DIR, FCN, load_dataset, random_attribution, segment_ids
+from interplab.tsxai import DATA_DIR, load_dataset, random_attribution, segment_ids
 from interplab.zoo import WEIGHTS_DIR, card, fcn_basicmotions, fcn_gunpoint
 
 captum_attr = pytest.importorskip("captum.attr", reason="captum is in the test extra")

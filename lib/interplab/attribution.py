@@ -305,7 +305,7 @@ def replacement_forward(w: Weights, frozen: Frozen, embeddings: Float[Tensor, "p
     return torch.stack(pres), final @ w.W_U + w.b_U
 
 
-def full_forward(w: Weights, model, tokens: Int[Tensor, "pos"]) -> dict[str, Tensor]:
+def full_forward(w: Weights, model, tokens: Int[Tensor, " pos"]) -> dict[str, Tensor]:
     """The real model's forward pass in float64, written out (softmax attention, GELU MLPs, live
     LayerNorm scales), recording what the replacement model freezes and the node values.
     Returns ``logits``, ``frozen`` (a :class:`Frozen`), ``embeddings``, ``feature_acts``,
@@ -415,7 +415,7 @@ class Graph:
         return float(self.n_layers), self.n_pos - 1
 
 
-def logit_targets(logits: Float[Tensor, "d_vocab"], max_logits: int = 10, desired_probability: float = 0.95,
+def logit_targets(logits: Float[Tensor, " d_vocab"], max_logits: int = 10, desired_probability: float = 0.95,
                   tokens: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """The logit nodes: ``tokens`` when given, otherwise the most likely next tokens until their
     cumulative probability reaches ``desired_probability`` (at most ``max_logits``). Returns
@@ -430,7 +430,7 @@ def logit_targets(logits: Float[Tensor, "d_vocab"], max_logits: int = 10, desire
     return ids[:n], values[:n]
 
 
-def attribute(model, transcoders: Transcoders, tokens: Int[Tensor, "pos"], logit_tokens: Sequence[int] | None = None,
+def attribute(model, transcoders: Transcoders, tokens: Int[Tensor, " pos"], logit_tokens: Sequence[int] | None = None,
               max_logits: int = 10, desired_probability: float = 0.95, words: Sequence[str] | None = None) -> Graph:
     """The attribution graph of one prompt (``tokens`` 1-d, ``<bos>`` included): every active
     transcoder feature at every position, every error node, every token, and the logit nodes at the

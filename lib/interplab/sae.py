@@ -22,11 +22,10 @@ Definitions (the same in the assignment, on the zoo cards and in the SAELens cro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float

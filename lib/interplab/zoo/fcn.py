@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from interplab.tsxai import FCN, accuracy, load_dataset
 
-
 # Published FCN test accuracy (full 128/256/128 widths), for comparison on the card.
 PUBLISHED = {"gunpoint": {"fcn_test_accuracy": 1.00, "source": "Wang et al. 2017, UCR results (GunPoint test error 0.000)"}}
 
