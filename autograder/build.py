@@ -5,9 +5,12 @@ The pipeline is a list of named steps (nbgrader's converter style); each is a sm
 
 1. ``source``      jupytext master -> ``course/source/<a>/<a>.ipynb`` with nbgrader cell metadata,
                    plus ``checks.py`` and the assignment's data files;
-2. ``seed``        the secret seed of the hidden inputs, in the instructor store (drawn once);
+2. ``seed``        the course secret in the instructor store (drawn once, kept across rebuilds; a
+                   new term rotates it with ``interplab secret rotate``) and the build's own hidden
+                   seed derived from it (each student's is derived the same way, see store.py);
 3. ``references``  execute the master in reference mode: public references (with the probes'
-                   outputs) next to the notebook, hidden references in the store;
+                   outputs) next to the notebook, the build's hidden references in the store (each
+                   student's are computed at grade time, cache.ReferenceCache);
 4. ``release``     stock ``nbgrader generate_assignment`` -> ``course/release/<a>/``;
 5. ``validate``    the master scores full marks and the student version scores 0 and raises
                    nothing but NotImplementedError, both graded exactly as submissions are.
@@ -28,8 +31,9 @@ import nbformat
 from tqdm import tqdm
 
 from interplab.autograder.course import Course, CourseError
-from interplab.autograder.notebooks import error_outputs, execute, master_to_notebook, mode_env
+from interplab.autograder.notebooks import error_outputs, execute, is_test_cell, master_to_notebook, mode_env
 from interplab.autograder.steps import grading_env, verify_notebook
+from interplab.autograder.store import BUILD_STUDENT, write_atomic
 from interplab.checking import FORMAT_VERSION, REFERENCES_FILE, exercises_in, iter_bundles
 
 # Never released: caches, and notes meant for instructors only.
@@ -116,7 +120,10 @@ def step_source(build: Build) -> None:
     if not build.master.is_file() or not build.checks.is_file():
         raise BuildError(f"assignment {build.assignment!r} needs {build.master} and {build.checks}")
     nb = master_to_notebook(build.master)
-    exercises = exercises_in(build.checks)
+    try:
+        exercises = exercises_in(build.checks)
+    except Exception as exc:  # the instructor's code: say where, in one line
+        raise BuildError(f"{build.checks} cannot be loaded: {type(exc).__name__}: {exc}") from exc
     wrong = [e for e in exercises if not e.startswith(f"{build.assignment}.")]
     if wrong:
         raise BuildError(f"{build.checks}: exercise ids {wrong} do not start with '{build.assignment}.'")
@@ -128,11 +135,13 @@ def step_source(build: Build) -> None:
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, build.source_dir / item.name)
     (build.source_dir / "checks.py").write_text(strip_probes(build.checks.read_text()))
+    build.course.store.assignment_dir(build.assignment)
+    write_atomic(build.course.store.checks_path(build.assignment), build.checks.read_text(), mode=0o600)
     nbformat.write(nb, build.source_notebook)
 
 
 def step_seed(build: Build) -> None:
-    build.seed = build.course.store.seed(build.assignment)
+    build.seed = build.course.store.seed(build.assignment, BUILD_STUDENT, create=True)
 
 
 def _run_copy(directory: Path, notebook_name: str, env: dict[str, str], timeout: int,
@@ -156,7 +165,7 @@ def collect_references(nb: nbformat.NotebookNode, assignment: str) -> dict[str, 
     for index, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         bundles = list(iter_bundles(cell.get("outputs", []))) if cell.cell_type == "code" else []
-        is_test = meta.get("grade") and not meta.get("solution")
+        is_test = is_test_cell(cell)
         if bundles and not is_test:
             raise BuildError(f"cell {index + 1} calls check() but is not a test cell (role=\"test\")")
         if not is_test:
@@ -268,21 +277,16 @@ def build_assignment(course: Course, assignment: str, validate: bool = True, pro
 
 
 def build_command(args: argparse.Namespace) -> int:
-    from interplab.errors import UserError
-
-    try:
-        course = Course.load(args.course)
-        assignments = list(args.assignments) or course.known_assignments()
-        known = course.known_assignments()
-        unknown = [a for a in assignments if a not in known]
-        if unknown:
-            raise UserError(f"unknown assignment(s) {unknown}; found in {course.assignments_dir}: {known}")
-        validate = not getattr(args, "skip_validation", False)
-        n_steps = len(STEPS) - (0 if validate else 1)
-        with tqdm(total=n_steps * len(assignments), desc="build", unit="step") as progress:
-            for assignment in assignments:
-                build = build_assignment(course, assignment, validate, progress)
-                tqdm.write(f"built {assignment}: " + ", ".join(f"{k} {v}s" for k, v in build.timings.items()))
-    except CourseError as exc:
-        raise UserError(str(exc)) from exc
+    course = Course.load(args.course)
+    assignments = list(args.assignments) or course.known_assignments()
+    known = course.known_assignments()
+    unknown = [a for a in assignments if a not in known]
+    if unknown:
+        raise CourseError(f"unknown assignment(s) {unknown}; found in {course.assignments_dir}: {known}")
+    validate = not getattr(args, "skip_validation", False)
+    n_steps = len(STEPS) - (0 if validate else 1)
+    with tqdm(total=n_steps * len(assignments), desc="build", unit="step") as progress:
+        for assignment in assignments:
+            build = build_assignment(course, assignment, validate, progress)
+            tqdm.write(f"built {assignment}: " + ", ".join(f"{k} {v}s" for k, v in build.timings.items()))
     return 0

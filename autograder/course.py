@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from interplab.autograder.store import Store
+from interplab.errors import UserError
 
 
-class CourseError(Exception):
+class CourseError(UserError):
     """Something about the course directory a person must fix; printed as one line."""
 
 
@@ -29,7 +30,13 @@ class Course:
             raise CourseError(f"{root} is not a course directory (no nbgrader_config.py); pass --course DIR")
         settings = {}
         if (root / "course.toml").is_file():
-            settings = tomllib.loads((root / "course.toml").read_text())
+            try:
+                settings = tomllib.loads((root / "course.toml").read_text())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise CourseError(f"{root / 'course.toml'} is not valid TOML: {exc}") from exc
+        for table in ("course", "grading"):
+            if not isinstance(settings.get(table, {}), dict):
+                raise CourseError(f"{root / 'course.toml'}: [{table}] must be a table")
         return cls(root, settings)
 
     @property

@@ -28,7 +28,8 @@ class Job:
     sanitized: str                # notebook JSON after nbgrader's sanitize steps
     files: dict[str, bytes]       # released files, relative path -> content
     seed: int
-    key: str                      # identifies this exact execution (notebook, files, seed)
+    key: str                      # identifies this exact execution (cache.execution_key)
+    mode: str = "grading"         # or "reference": the master with the instructor's checks, for a student's references
     cell_timeout: int = 120
     notebook_timeout: int = 900
     settings: dict[str, Any] = field(default_factory=dict)
@@ -42,12 +43,16 @@ class JobResult:
     executed: str | None          # executed notebook JSON
     status: str                   # "ok" or why the run went wrong
     seconds: float                # wall time of the execution, kernel start included
+    # Set when the run failed for a reason that is not the student's code (the sandbox or the fork
+    # server did not start, the kernel never became ready, the worker was lost): never cached, never
+    # a score; the next run retries it.
+    infrastructure_error: str | None = None
 
 
 def run_job(job: Job) -> JobResult:
     """Execute one sanitized notebook in grading mode in a fresh working directory that holds only
     the notebook and the released files (the seed reaches the kernel through its environment)."""
-    from interplab.autograder.steps import GradingExecute, execution_key
+    from interplab.autograder.steps import GradingExecute
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"interplab-{job.assignment}-") as tmp:
@@ -60,7 +65,6 @@ def run_job(job: Job) -> JobResult:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         nb = nbformat.reads(job.sanitized, as_version=4)
-        key = execution_key(nb)
         (work / f"{job.notebook}.ipynb").write_text(job.sanitized)
         config = Config({"Execute": {"timeout": job.cell_timeout},
                          "GradingExecute": {"notebook_timeout": job.notebook_timeout,
@@ -69,15 +73,23 @@ def run_job(job: Job) -> JobResult:
         executor = GradingExecute(config=config)
         resources = {"nbgrader": {"student": job.student, "assignment": job.assignment, "notebook": job.notebook,
                                   "db_url": ""},
-                     "metadata": {"path": str(work)}, "interplab": {"seed": job.seed}}
+                     "metadata": {"path": str(work)}, "interplab": {"seed": job.seed, "mode": job.mode}}
+        infrastructure = None
         try:
             executor.preprocess(nb, resources)
             status = execution_status(nb)
-        except Exception as exc:  # the kernel could not even start: grade what we have as errors
+        except Exception as exc:
             status = f"execution failed: {type(exc).__name__}: {str(exc)[:200]}"
-        nb.metadata["interplab"] = {"execution_key": key, "status": status}
+            if not executor.started_cells:  # no student code ran: the sandbox or the kernel failed
+                infrastructure = f"the grading kernel did not start ({type(exc).__name__}: {str(exc)[:200]})"
         return JobResult(job.student, job.notebook, job.key, nbformat.writes(nb), status,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, infrastructure)
+
+
+def lost(job: Job, exc: BaseException) -> JobResult:
+    """The result of a job whose worker was lost (a crashed pool process, a dead dask worker)."""
+    return JobResult(job.student, job.notebook, job.key, None, "not executed", 0.0,
+                     f"the grading worker was lost ({type(exc).__name__}: {str(exc)[:200]})")
 
 
 def execution_status(nb: nbformat.NotebookNode) -> str:
@@ -126,12 +138,15 @@ def run_local(jobs: list[Job], workers: int | None = None) -> Iterator[JobResult
         return (run_job(job) for job in jobs)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=warm_up, initargs=(jobs[0].settings,))
-    futures = [pool.submit(run_job, job) for job in jobs]
+    futures = {pool.submit(run_job, job): job for job in jobs}
 
     def results() -> Iterator[JobResult]:
         with pool:
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    yield future.result()
+                except Exception as exc:
+                    yield lost(futures[future], exc)
 
     return results()
 
@@ -147,11 +162,15 @@ def run_dask(jobs: list[Job], scheduler: str) -> Iterator[JobResult]:
         return iter(())
     client = Client(scheduler, timeout=30)
     futures = client.map(run_job, jobs, pure=False, key=[f"grade-{j.assignment}-{j.student}-{j.key[:12]}" for j in jobs])
+    job_of = {future.key: job for future, job in zip(futures, jobs)}
 
     def results() -> Iterator[JobResult]:
         with client:
             for future in dask_completed(futures):
-                yield future.result()
+                try:
+                    yield future.result()
+                except Exception as exc:
+                    yield lost(job_of[future.key], exc)
 
     return results()
 

@@ -2,18 +2,26 @@
 
 The steps, in order:
 
-1. ``discover``  submissions in ``submitted/*/<a>/``; unknown students are added to the gradebook;
-2. ``sanitize``  each notebook with nbgrader's own sanitize preprocessors (locked and test cells
-                 restored from the gradebook), in this process: reads only;
-3. ``execute``   every sanitized notebook in grading mode on the executor (a local process pool or
-                 a dask cluster), results cached in the instructor store as they finish, so a killed
-                 run resumes where it stopped;
+1. ``discover``  submissions in ``submitted/*/<a>/``; a submission that is not a plain folder of
+                 regular files, or whose student id is not a plain name, is refused unread
+                 (``submissions.py``); unknown students are added to the gradebook;
+2. ``sanitize``  each notebook with the sanitize steps of nbgrader's Autograde (as the course's
+                 nbgrader config sets them), in this process: reads only;
+3. ``execute``   every sanitized notebook in grading mode, and, for each student whose hidden
+                 references are not cached yet, the master in reference mode with that student's
+                 hidden seed, on the executor (a local process pool or a dask cluster); results are
+                 cached in the instructor store as they finish (``cache.py``), so a killed run
+                 resumes where it stopped; an infrastructure failure is never cached;
 4. ``record``    nbgrader's own Autograde and GenerateFeedback converters (through its Python API,
                  in this process, the only gradebook writer), one student at a time, as soon as all
-                 of that student's notebooks are executed, so recording overlaps the execution of
-                 the others; Autograde's GradingExecute step replays the cached executions and its
-                 VerifyChecks step judges them;
+                 of that student's jobs are done, so recording overlaps the execution of the others;
+                 Autograde's ReplayExecution step puts in the cached executions and its VerifyChecks
+                 step judges them against that student's references;
 5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status.
+
+A student whose grading failed for a reason that is not their code (the sandbox did not start, a
+worker was lost) is not recorded: the CSV says ``infrastructure error`` with no score, the command
+exits 3, and the next run retries exactly those jobs.
 
 Submissions are never modified: nbgrader reads ``submitted/`` and writes ``autograded/``.
 """
@@ -21,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,35 +38,41 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.converters import Autograde, GenerateFeedback
-from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
 from nbgrader.utils import capture_log
 from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 from traitlets.config import Config
+from traitlets.utils.importstring import import_item
 
 from interplab.autograder import executors
+from interplab.autograder.cache import ExecutionCache, InfrastructureError, ReferenceCache, make_job
 from interplab.autograder.course import Course, CourseError
-from interplab.autograder.executors import Job, JobResult
-from interplab.autograder.sandbox import SandboxPolicy, banner
-from interplab.autograder.steps import execution_key, execution_path, kernel_manager_for
+from interplab.autograder.executors import Job
+from interplab.autograder.notebooks import released_files, test_cell_ids
+from interplab.autograder.sandbox import SandboxError, SandboxPolicy, banner
+from interplab.autograder.steps import kernel_manager_for
 from interplab.autograder.store import write_atomic
+from interplab.autograder.submissions import refusal
 
 CSV_HEADER = ["student_id", "grade_id", "score", "max_score", "status"]
-SANITIZE = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+INFRASTRUCTURE = "infrastructure error"
+EXIT_INFRASTRUCTURE = 3  # some submissions could not be graded for reasons that are not theirs
 
 
 @dataclass
 class Submission:
     student: str
     status: str = "ok"
+    refused: bool = False         # never read, never recorded: 0 on every cell
     jobs: list[Job] = field(default_factory=list)
+    infrastructure: list[str] = field(default_factory=list)  # why grading it failed this run
 
 
 def discover_submissions(course: Course, assignment: str) -> list[str]:
-    """Student ids with a folder ``submitted/<student>/<assignment>/``."""
+    """Student ids with a folder (or anything) ``submitted/<student>/<assignment>``."""
     if not course.submitted.is_dir():
         return []
-    return sorted(p.parent.name for p in course.submitted.glob(f"*/{assignment}") if p.is_dir())
+    return sorted(p.parent.name for p in course.submitted.glob(f"*/{assignment}") if p.exists() or p.is_symlink())
 
 
 def register_students(course: Course, students: list[str]) -> list[str]:
@@ -81,27 +93,24 @@ def assignment_notebooks(course: Course, assignment: str) -> list[str]:
         return sorted(nb.name for nb in gb.find_assignment(assignment).notebooks)
 
 
-def released_files(course: Course, assignment: str) -> dict[str, bytes]:
-    """The files a grading kernel gets beside the notebook: the assignment's source files (the
-    instructor's copies, never the student's), without notebooks."""
-    source = course.source(assignment)
-    return {str(p.relative_to(source)): p.read_bytes() for p in sorted(source.rglob("*"))
-            if p.is_file() and p.suffix != ".ipynb" and "__pycache__" not in p.parts}
+class Sanitizer:
+    """The sanitize steps of nbgrader's Autograde (``Autograde.sanitize_preprocessors``, as the
+    course's nbgrader config sets them), run as Autograde runs them."""
 
+    def __init__(self, course: Course) -> None:
+        configured = course.nbgrader_config().get("Autograde", {}).get("sanitize_preprocessors")
+        steps = configured if configured is not None else Autograde.class_traits()["sanitize_preprocessors"].default()
+        config = Config({"CourseDirectory": {"root": str(course.root)}})
+        config.merge(course.nbgrader_config())
+        self.course = course
+        self.steps = [(import_item(s) if isinstance(s, str) else s)(config=config) for s in steps]
 
-def sanitize(course: Course, assignment: str, student: str, notebook: str, nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """nbgrader's sanitize steps, exactly as its Autograde converter runs them."""
-    config = Config({"CourseDirectory": {"root": str(course.root)}})
-    resources = {"nbgrader": {"student": student, "assignment": assignment, "notebook": notebook,
-                              "db_url": course.db_url}}
-    for step in SANITIZE:
-        nb, resources = step(config=config).preprocess(nb, resources)
-    return nb
-
-
-def test_cells_in(nb: nbformat.NotebookNode) -> set[str]:
-    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"}
+    def __call__(self, assignment: str, student: str, notebook: str, nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+        resources = {"nbgrader": {"student": student, "assignment": assignment, "notebook": notebook,
+                                  "db_url": self.course.db_url}}
+        for step in self.steps:
+            nb, resources = step.preprocess(nb, resources)
+        return nb
 
 
 def expected_test_cells(course: Course, assignment: str, notebook: str) -> set[str]:
@@ -109,25 +118,22 @@ def expected_test_cells(course: Course, assignment: str, notebook: str) -> set[s
         return {cell.name for cell in gb.find_notebook(notebook, assignment).grade_cells if cell.cell_type == "code"}
 
 
-def job_key(nb: nbformat.NotebookNode, files: dict[str, bytes], seed: int) -> str:
-    digest = hashlib.sha256(execution_key(nb).encode())
-    for name, content in sorted(files.items()):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
-    digest.update(str(seed).encode())
-    return digest.hexdigest()
-
-
-def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, set[str]], files: dict[str, bytes],
-            seed: int) -> Submission:
+def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, set[str]], cache: ExecutionCache,
+            sanitize: Sanitizer) -> Submission:
     """Sanitize one student's notebooks into jobs; ``notebooks`` maps each notebook's name to the
     grade ids of its test cells (from the gradebook)."""
     folder = course.submitted / student / assignment
     submission = Submission(student)
+    refused = refusal(folder, student)
+    if refused:
+        submission.status, submission.refused = refused, True
+        return submission
     present = sorted(p.name for p in folder.glob("*.ipynb"))
     problems = []
     if not any(folder.iterdir()):
         submission.status = "empty submission folder"
         return submission
+    seed = cache.store.seed(assignment, student)
     for notebook in notebooks:
         path = folder / f"{notebook}.ipynb"
         if not path.is_file():
@@ -140,46 +146,23 @@ def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, 
             problems.append(f"{notebook}.ipynb is not a valid notebook ({type(exc).__name__})")
             continue
         try:
-            nb = sanitize(course, assignment, student, notebook, nb)
+            nb = sanitize(assignment, student, notebook, nb)
         except Exception as exc:
             problems.append(f"{notebook}.ipynb could not be sanitized ({type(exc).__name__}: {str(exc)[:120]})")
             continue
-        missing = sorted(notebooks[notebook] - test_cells_in(nb))
+        missing = sorted(notebooks[notebook] - test_cell_ids(nb))
         if missing:
             problems.append(f"{notebook}.ipynb lacks test cell(s) {', '.join(missing)} (deleted or their metadata edited): 0 there")
-        grading = course.settings.get("grading", {})
-        submission.jobs.append(Job(settings=dict(grading),
-            assignment=assignment, student=student, notebook=notebook, sanitized=nbformat.writes(nb), files=files,
-            seed=seed, key=job_key(nb, files, seed), cell_timeout=int(grading.get("cell_timeout", 120)),
-            notebook_timeout=int(grading.get("notebook_timeout", 900))))
+        submission.jobs.append(make_job(course.settings.get("grading", {}), assignment, student, notebook, nb,
+                                        cache.files, seed, cache.key(student, nb)))
     if problems:
         submission.status = "; ".join(problems)
     return submission
 
 
-def cache_dir(course: Course, assignment: str) -> Path:
-    return course.store.assignment_dir(assignment) / "executions"
-
-
-def cached(cache: Path, job: Job) -> dict | None:
-    meta = execution_path(cache, job.student, job.notebook).with_suffix(".json")
-    if meta.is_file():
-        data = json.loads(meta.read_text())
-        if data.get("key") == job.key and execution_path(cache, job.student, job.notebook).is_file():
-            return data
-    return None
-
-
-def save_result(cache: Path, result: JobResult) -> None:
-    path = execution_path(cache, result.student, result.notebook)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(path, result.executed or "", mode=0o600)
-    write_atomic(path.with_suffix(".json"), json.dumps(
-        {"key": result.key, "status": result.status, "seconds": round(result.seconds, 3)}), mode=0o600)
-
-
 def grade_rows(course: Course, assignment: str, submissions: dict[str, Submission], statuses: dict[str, str]) -> list[list]:
-    """Every grade cell of every submission; a submission nbgrader could not grade gets 0 on each."""
+    """Every grade cell of every submission; a submission nbgrader could not grade gets 0 on each,
+    one whose grading failed for infrastructure reasons gets no score."""
     rows = []
     with Gradebook(course.db_url, course.id) as gb:
         grade_cells = [(nb.name, cell.name, cell.max_score) for nb in gb.find_assignment(assignment).notebooks
@@ -187,15 +170,17 @@ def grade_rows(course: Course, assignment: str, submissions: dict[str, Submissio
         for student in sorted(submissions):
             status = statuses.get(student, "ok")
             scores = {}
-            try:
-                for notebook in gb.find_submission(assignment, student).notebooks:
-                    for grade in notebook.grades:
-                        scores[(notebook.name, grade.name)] = grade.score
-            except MissingEntry:
-                pass
+            if not submissions[student].refused:
+                try:
+                    for notebook in gb.find_submission(assignment, student).notebooks:
+                        for grade in notebook.grades:
+                            scores[(notebook.name, grade.name)] = grade.score
+                except MissingEntry:
+                    pass
             for notebook, cell, max_score in grade_cells:
                 score = scores.get((notebook, cell))
-                rows.append([student, cell, _num(score if score is not None else 0), _num(max_score), status])
+                shown = "" if submissions[student].infrastructure else _num(score if score is not None else 0)
+                rows.append([student, cell, shown, _num(max_score), status])
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
@@ -218,6 +203,7 @@ class GradeReport:
     executed: int
     reused: int
     kernel_seconds: float
+    infrastructure_errors: int = 0
 
 
 def grade_assignment(course: Course, assignment: str, executor: str = "local", workers: int | None = None,
@@ -227,44 +213,60 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     students = discover_submissions(course, assignment)
     if not students:
         raise CourseError(f"no submissions found in {course.submitted}/*/{assignment}/")
-    for student in register_students(course, students):
+    try:
+        policy = SandboxPolicy.from_settings(course.settings)
+    except SandboxError as exc:
+        raise CourseError(str(exc)) from exc
+    for student in register_students(course, [s for s in students if refusal(course.submitted / s / assignment, s) is None]):
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
 
-    log(banner(SandboxPolicy.from_settings(course.settings)))
+    log(banner(policy))
     grading = course.settings.get("grading", {})
     forked = kernel_manager_for(grading, bool(grading.get("fork_server", True))).__name__ == "ForkServerKernelManager"
     log("  [on]  fork server: kernels fork from a warm sandboxed server (imports done once)" if forked
         else "  [off] fork server: every kernel starts from scratch (see course.toml fork_server)")
     notebooks = {nb: expected_test_cells(course, assignment, nb) for nb in assignment_notebooks(course, assignment)}
-    files = released_files(course, assignment)
-    seed = course.store.seed(assignment, create=False)
+    cache = ExecutionCache(course.store, assignment, released_files(course.source(assignment)))
+    references = ReferenceCache.of(course, assignment)
+    sanitize = Sanitizer(course)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    submissions = {s: prepare(course, assignment, s, notebooks, files, seed) for s in students}
+    submissions = {s: prepare(course, assignment, s, notebooks, cache, sanitize) for s in students}
     timings["sanitize"] = time.perf_counter() - started
 
-    cache = cache_dir(course, assignment)
     jobs = [job for sub in submissions.values() for job in sub.jobs]
-    todo = [job for job in jobs if cached(cache, job) is None]
-    waiting: dict[str, set[str]] = {student: set() for student in submissions}  # notebooks not yet executed
+    fresh = [job for job in jobs if cache.load(job.student, job.notebook, job.key) is None]
+    reference_jobs = [references.job(s) for s, sub in submissions.items() if sub.jobs and references.load(s) is None]
+    todo = fresh + reference_jobs
+    waiting: dict[str, set[str]] = {student: set() for student in submissions}  # keys of jobs not yet done
     for job in todo:
-        waiting[job.student].add(job.notebook)
-    recorder = Recorder(course, assignment, cache)
+        waiting[job.student].add(job.key)
+    recorder = Recorder(course, assignment)
     kernel_seconds = 0.0
     failures = 0
     started = time.perf_counter()
-    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"grade {assignment}", unit="notebook") as bar:
+    with tqdm(total=len(jobs) + len(reference_jobs), initial=len(jobs) - len(fresh), desc=f"grade {assignment}",
+              unit="job") as bar:
         results = executors.run(todo, executor, workers, scheduler)  # starts executing
-        for student in sorted(s for s, left in waiting.items() if not left):
+        for student in sorted(s for s, left in waiting.items() if not left and not submissions[s].refused):
             recorder.record(student)  # executions reused from an earlier run, or nothing to execute
         for result in results:
-            save_result(cache, result)
+            submission = submissions[result.student]
             kernel_seconds += result.seconds
-            failures += result.status != "ok"
+            if result.key in {job.key for job in reference_jobs}:
+                try:
+                    references.save(result)
+                except InfrastructureError as exc:
+                    submission.infrastructure.append(f"hidden references: {exc}")
+            elif result.infrastructure_error is not None:
+                submission.infrastructure.append(f"{result.notebook}: {result.infrastructure_error}")
+            else:
+                cache.save(result)
+            failures += result.status != "ok" or result.infrastructure_error is not None
             bar.update(1)
             bar.set_postfix(failures=failures)
-            waiting[result.student].discard(result.notebook)
-            if not waiting[result.student]:
+            waiting[result.student].discard(result.key)
+            if not waiting[result.student] and not submission.infrastructure:
                 recorder.record(result.student)
     timings["execute+record"] = time.perf_counter() - started
     timings["record (overlapped)"] = recorder.seconds
@@ -272,33 +274,36 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
 
     statuses = {}
     for student, sub in submissions.items():
+        if sub.infrastructure:
+            statuses[student] = (f"{INFRASTRUCTURE} (not graded, nothing cached; run `interplab grade {assignment}` "
+                                 "again): " + "; ".join(sub.infrastructure))
+            continue
         problems = [sub.status] if sub.status != "ok" else []
         for job in sub.jobs:
-            meta = cached(cache, job)
-            if meta and meta["status"] != "ok":
-                problems.append(f"{job.notebook}: {meta['status']}")
+            done = cache.load(job.student, job.notebook, job.key)
+            if done is not None and done.status != "ok":
+                problems.append(f"{job.notebook}: {done.status}")
         if not problems and student in recorder.failed:
             problems.append(recorder.failed[student])
         statuses[student] = "; ".join(problems) or "ok"
     csv_path = course.root / "grades" / f"{assignment}.csv"
     write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
-    return GradeReport(csv_path, statuses, len(todo), len(jobs) - len(todo), kernel_seconds)
+    return GradeReport(csv_path, statuses, len(todo), len(jobs) - len(fresh), kernel_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
 
 
 def grade_command(args: argparse.Namespace) -> int:
-    from interplab.errors import UserError
-
-    try:
-        course = Course.load(args.course)
-        report = grade_assignment(course, args.assignment, args.executor, args.workers, args.scheduler)
-    except (CourseError, ValueError) as exc:
-        raise UserError(str(exc)) from exc
+    course = Course.load(args.course)
+    report = grade_assignment(course, args.assignment, args.executor, args.workers, args.scheduler)
     problems = {s: st for s, st in report.statuses.items() if st != "ok"}
     for student, status in sorted(problems.items()):
         print(f"{student}: {status}")
-    print(f"graded {len(report.statuses)} submissions ({report.executed} executed, {report.reused} reused from an "
-          f"earlier run; {len(problems)} with problems); grades in {report.csv_path}; "
+    print(f"graded {len(report.statuses)} submissions ({report.executed} jobs executed, {report.reused} notebooks reused "
+          f"from an earlier run; {len(problems)} with problems); grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
+    if report.infrastructure_errors:
+        print(f"{report.infrastructure_errors} submission(s) NOT graded because of an infrastructure error (not the "
+              f"students' code; nothing cached): fix the cause and run `interplab grade {args.assignment}` again")
+        return EXIT_INFRASTRUCTURE
     return 0
 
 
@@ -306,10 +311,10 @@ class Recorder:
     """nbgrader's own Autograde then GenerateFeedback converters for one student at a time, in this
     process, with the course's ``nbgrader_config.py``: what ``nbgrader autograde --student S`` and
     ``nbgrader generate_feedback --student S`` do (and what ``NbGraderAPI.autograde`` does), without
-    starting a process, and importing the assignment's checks, for each. GradingExecute replays the
-    executions in ``cache``."""
+    starting a process, and importing the assignment's checks, for each. ReplayExecution puts in
+    the executions cached by the executors, so nothing runs twice."""
 
-    def __init__(self, course: Course, assignment: str, cache: Path) -> None:
+    def __init__(self, course: Course, assignment: str) -> None:
         import logging
 
         from nbgrader.coursedir import CourseDirectory
@@ -318,7 +323,6 @@ class Recorder:
         config = Config()
         config.merge(course.nbgrader_config())
         config.merge(Config({"CourseDirectory": {"root": str(course.root)},
-                             "GradingExecute": {"replay_dir": str(cache)},
                              "HTMLExporter": {"template_name": "feedback"}}))
         quiet = logging.getLogger(f"interplab.grade.nbgrader.{assignment}")
         quiet.propagate = False
@@ -326,11 +330,16 @@ class Recorder:
         self.host = LoggingConfigurable(config=config, log=quiet)
         self.coursedir = CourseDirectory(config=config, assignment_id=assignment)
         self.assignment = assignment
+        self.submitted = course.submitted
         self.failed: dict[str, str] = {}
         self.seconds = 0.0
 
     def record(self, student: str) -> None:
         started = time.perf_counter()
+        refused = refusal(self.submitted / student / self.assignment, student)
+        if refused:  # changed since it was sanitized: nbgrader must not read it
+            self.failed[student] = refused
+            return
         self.coursedir.student_id = student
         autograde = Autograde(coursedir=self.coursedir, parent=self.host)
         autograde.force, autograde.create_student = True, True

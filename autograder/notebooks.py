@@ -10,12 +10,36 @@ import nbformat
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
+from interplab.errors import UserError
+
 ROLES = ("solution", "test", "locked")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
-class MasterFormatError(ValueError):
-    pass
+class MasterFormatError(UserError, ValueError):
+    """A master whose cell headers nbgrader cannot use; says which file and cell."""
+
+
+def is_test_cell(cell: Any) -> bool:
+    """A graded test cell: a code cell nbgrader grades that is not a solution (the one rule)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def test_cell_ids(nb: NotebookNode) -> set[str]:
+    return {cell.metadata["nbgrader"]["grade_id"] for cell in nb.cells if is_test_cell(cell)}
+
+
+def is_released_file(path: Path, folder: Path) -> bool:
+    """A file a grading kernel gets beside the notebook (the one rule): every file of the
+    assignment's source folder but notebooks and bytecode caches."""
+    return path.is_file() and path.suffix != ".ipynb" and "__pycache__" not in path.relative_to(folder).parts
+
+
+def released_files(source: Path) -> dict[str, bytes]:
+    """The released files of a source folder (the instructor's copies, never a student's), by
+    relative path."""
+    return {str(p.relative_to(source)): p.read_bytes() for p in sorted(source.rglob("*")) if is_released_file(p, source)}
 
 
 def nbgrader_metadata(role: str, grade_id: str, points: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Our steps in nbgrader's autograde pipeline (``Autograde.autograde_preprocessors``).
 
+- :class:`ReplayExecution` puts in the outputs of the execution ``interplab grade``'s executors
+  already made of exactly this notebook (``cache.ExecutionCache``), if any, so the next step skips it.
 - :class:`GradingExecute` is nbgrader's ``Execute`` with the kernel started in grading mode (and the
-  hidden seed in its environment): the kernel emits raw outputs, it judges nothing.
+  student's hidden seed in its environment): the kernel emits raw outputs, it judges nothing.
 - :class:`VerifyChecks` runs right after it, in the grader's process: it reads the check bundles of
-  every test cell, judges them against the hidden references from the instructor store, removes the
+  every test cell, judges them against the student's hidden references (``cache.ReferenceCache``), removes the
   bundles from the notebook, and rewrites each test cell's outputs so that stock nbgrader scores it
   (error -> 0, ``execute_result`` number -> partial credit, plain text -> full marks).
 
@@ -12,7 +14,6 @@ The course's ``nbgrader_config.py`` puts both in the pipeline, so any autograde 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -21,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Enum, Integer, Unicode
 
+from interplab.autograder.cache import ExecutionCache, ReferenceCache
+from interplab.autograder.notebooks import is_released_file, is_test_cell
 from interplab.autograder.sandbox import SandboxedKernelManager, SandboxPolicy, probe
 from interplab.autograder.store import Store
 from interplab.checking import (
@@ -43,12 +45,12 @@ from interplab.checking import (
 CHECKS_FILE = "checks.py"
 
 
-def grading_env(seed: int, base: dict[str, str] | None = None) -> dict[str, str]:  # noqa: D401
-    """The environment of a grading kernel: grading mode and the hidden seed, nothing pointing at
-    instructor files."""
+def grading_env(seed: int, base: dict[str, str] | None = None, mode: str = "grading") -> dict[str, str]:
+    """The environment of a grading kernel: grading (or, for a student's references, reference)
+    mode and the hidden seed, nothing pointing at instructor files."""
     env = dict(os.environ if base is None else base)
     env.pop("INTERPLAB_ASSIGNMENT_DIR", None)
-    env.update({"INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": str(seed), "HF_HUB_OFFLINE": "1"})
+    env.update({"INTERPLAB_MODE": mode, "INTERPLAB_HIDDEN_SEED": str(seed), "HF_HUB_OFFLINE": "1"})
     # One thread per kernel: the executor already runs one kernel per core, and oversubscribed
     # BLAS threads make cells many times slower on a busy machine.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -65,14 +67,11 @@ class GradingExecute(Execute):
     """nbgrader's Execute, with the kernel in grading mode for the assignment being graded.
 
     Beyond stock Execute: a per-notebook time limit, a cap on the output a cell may produce (check
-    results are always kept), a dead kernel ends the run with a clear error in the cell it died in
-    and "not run" in the cells after it, and, when ``replay_dir`` (or ``$INTERPLAB_EXECUTION_CACHE``)
-    holds an execution of exactly this sanitized notebook done by the parallel executor, its outputs
-    are used instead of running the notebook again."""
+    results are always kept), and a dead kernel ends the run with a clear error in the cell it died
+    in and "not run" in the cells after it. A notebook :class:`ReplayExecution` filled is not run."""
 
     notebook_timeout = Integer(900, help="seconds for the whole notebook").tag(config=True)
     max_cell_output_bytes = Integer(2_000_000, help="output kept per cell (check results always kept)").tag(config=True)
-    replay_dir = Unicode("", help="cache of executions made by `interplab grade`'s executors").tag(config=True)
 
     fork_server = Bool(True, help="fork kernels from a warm sandboxed server (autograder/forkserver.py)").tag(config=True)
     # A grading kernel gets no grace period to run its atexit hooks once the last cell is done: the
@@ -89,25 +88,24 @@ class GradingExecute(Execute):
             settings = self.config.get("SandboxedKernelManager", {}).get("grading_settings", {})
             self.kernel_manager_class = kernel_manager_for(settings, self.fork_server, self.log)
 
+    @property
+    def started_cells(self) -> bool:
+        """Whether the kernel became ready and a cell started (else a failure is not the student's)."""
+        return getattr(self, "_cell_index", -1) >= 0
+
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any], *args: Any, **kwargs: Any):
         nbg = resources["nbgrader"]
-        replay = self.replay_dir or os.environ.get("INTERPLAB_EXECUTION_CACHE", "")
-        if replay:
-            cached = load_execution(Path(replay), nbg["student"], nbg["notebook"], nb)
-            if cached is not None:
-                self.log.info("Using the execution made by the grading executor for %s", nbg["student"])
-                for cell, done in zip(nb.cells, cached.cells):
-                    if cell.cell_type == "code":
-                        cell.outputs, cell.execution_count = done.get("outputs", []), done.get("execution_count")
-                return nb, resources
-        seed = resources.get("interplab", {}).get("seed")
+        ours = resources.get("interplab", {})
+        if ours.get("replayed"):
+            return nb, resources
+        seed = ours.get("seed")
         fresh = None
         if seed is None:  # run by stock `nbgrader autograde` on the course, not by our executors
             root = course_root_of(self.config)
-            seed = Store(root).seed(nbg["assignment"], create=False)
+            seed = Store(root).seed(nbg["assignment"], nbg["student"])
             fresh = fresh_workdir(root, nbg["assignment"])
             resources = {**resources, "metadata": {**resources.get("metadata", {}), "path": fresh.name}}
-        self._kernel_env = grading_env(seed, resources.get("interplab", {}).get("env"))
+        self._kernel_env = grading_env(seed, ours.get("env"), ours.get("mode", "grading"))
         self._cell_index = -1
         self._cell_bytes: dict[int, int] = {}
         self._timed_out = False
@@ -195,36 +193,29 @@ def fresh_workdir(course_root: Path, assignment: str) -> tempfile.TemporaryDirec
     fresh = tempfile.TemporaryDirectory(prefix=f"interplab-{assignment}-")
     source = Path(course_root) / "source" / assignment
     for path in source.rglob("*"):
-        if path.is_file() and path.suffix != ".ipynb" and "__pycache__" not in path.parts:
+        if is_released_file(path, source):
             target = Path(fresh.name) / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
     return fresh
 
 
-def execution_key(nb: NotebookNode) -> str:
-    """What a cached execution must match: the sanitized cells' types and sources, in order."""
-    digest = hashlib.sha256()
-    for cell in nb.cells:
-        digest.update(cell.get("cell_type", "").encode() + b"\0" + cell.get("source", "").encode() + b"\1")
-    return digest.hexdigest()
+class ReplayExecution(NbGraderPreprocessor):
+    """Fill the notebook with the execution ``interplab grade``'s executors saved for exactly this
+    notebook, seed and files (``cache.ExecutionCache``); :class:`GradingExecute` then skips it.
+    Without one (stock ``nbgrader autograde``, the formgrader) it changes nothing."""
 
-
-def execution_path(cache: Path, student: str, notebook: str) -> Path:
-    return cache / student / f"{notebook}.ipynb"
-
-
-def load_execution(cache: Path, student: str, notebook: str, sanitized: NotebookNode) -> NotebookNode | None:
-    path = execution_path(cache, student, notebook)
-    if not path.is_file():
-        return None
-    try:
-        done = nbformat.reads(path.read_text(), as_version=4)
-    except Exception:
-        return None
-    if done.metadata.get("interplab", {}).get("execution_key") != execution_key(sanitized):
-        return None
-    return done
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]):
+        nbg = resources["nbgrader"]
+        cache = ExecutionCache.of(course_root_of(self.config), nbg["assignment"])
+        cached = cache.load(nbg["student"], nbg["notebook"], cache.key(nbg["student"], nb))
+        if cached is None:
+            return nb, resources
+        self.log.info("Using the execution made by the grading executor for %s", nbg["student"])
+        for cell, done in zip(nb.cells, cached.executed.cells):
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = done.get("outputs", []), done.get("execution_count")
+        return nb, {**resources, "interplab": {**resources.get("interplab", {}), "replayed": True}}
 
 
 class VerifyChecks(NbGraderPreprocessor):
@@ -235,9 +226,11 @@ class VerifyChecks(NbGraderPreprocessor):
     ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any]):
-        assignment = resources["nbgrader"]["assignment"]
+        from interplab.autograder.course import Course
+
+        assignment, student = resources["nbgrader"]["assignment"], resources["nbgrader"]["student"]
         root = course_root_of(self.config)
-        references = Store(root).load_references(assignment)
+        references = ReferenceCache.of(Course.load(root), assignment).get(student)
         checks = Path(self.checks_path) if self.checks_path else root / "source" / assignment / CHECKS_FILE
         results = verify_notebook(nb, references, exercises_in(checks))
         for result in results:
@@ -251,11 +244,6 @@ class CellResult:
     points: float
     score: float
     verdicts: list[Verdict] = field(default_factory=list)
-
-
-def _is_test_cell(cell: NotebookNode) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def _kernel_error(outputs: list[Any]) -> str:
@@ -336,7 +324,7 @@ def verify_notebook(nb: NotebookNode, references: dict[str, Any], exercises: dic
                    if o.get("output_type") in ("display_data", "execute_result") and BUNDLE_MIME in o.get("data", {})]
         cell.outputs = [o for o in outputs if not (o.get("output_type") in ("display_data", "execute_result")
                                                    and ({BUNDLE_MIME, RESULT_MIME} & set(o.get("data", {}))))]
-        if not _is_test_cell(cell):
+        if not is_test_cell(cell):
             continue
         meta = cell.metadata.nbgrader
         grade_id = meta.get("grade_id")

@@ -1,8 +1,9 @@
 """nbgrader configuration of the InterpLab course (loaded by every nbgrader command run here).
 
-Autograding goes through InterpLab's two steps in nbgrader's own pipeline: the kernel runs in
-grading mode (it only emits raw outputs) and VerifyChecks judges them against hidden references in
-the grader's process. So stock `nbgrader autograde`, the formgrader's button and `interplab grade`
+Autograding goes through InterpLab's steps in nbgrader's own pipeline: ReplayExecution reuses an
+execution `interplab grade` already made, else the kernel runs in grading mode (it only emits raw
+outputs), and VerifyChecks judges them against the student's hidden references in the grader's
+process. So stock `nbgrader autograde`, the formgrader's button and `interplab grade`
 all give the same tamper-proof grades."""
 import os
 import tomllib
@@ -12,7 +13,7 @@ from nbgrader.preprocessors import (
     AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
 )
 
-from interplab.autograder.steps import GradingExecute, VerifyChecks
+from interplab.autograder.steps import GradingExecute, ReplayExecution, VerifyChecks
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 here = os.path.dirname(os.path.abspath(__file__))
@@ -30,6 +31,7 @@ c.Exchange.root = os.environ.get("INTERPLAB_EXCHANGE", os.path.join(here, "excha
 c.ExchangeFactory.collect = "interplab.autograder.hub_exchange.PerStudentInboxCollect"
 
 c.Autograde.autograde_preprocessors = [
+    ReplayExecution,
     GradingExecute,
     VerifyChecks,
     IgnorePattern,

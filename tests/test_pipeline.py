@@ -76,8 +76,11 @@ def test_build_writes_source_release_and_private_store(mini_course):
         released = copy.read_text()
         assert "_softmax_axis0" not in released and "axis=0" not in released and "mini.softmax" in released
         assert "you normalised over the wrong axis" in released  # the diagnosis stays
-    seed = (store / "mini" / "seed").read_text().strip()
-    assert seed not in (release / "references.json").read_text() and seed not in text
+    secret = (store / "secret").read_text().strip()
+    assert stat.S_IMODE((store / "secret").stat().st_mode) == 0o600
+    assert secret not in (release / "references.json").read_text() and secret not in text
+    # The instructor's full checks (probes included) stay in the store, for each student's references.
+    assert "_softmax_axis0" in (store / "mini" / "checks.py").read_text()
 
 
 def test_self_check_table(mini_course):
@@ -90,10 +93,10 @@ def test_self_check_table(mini_course):
     assert len(lines) == 2 and all("FAIL" in line and "not implemented" in line for line in lines)
 
 
-def test_rebuild_keeps_the_secret_seed(mini_course, tmp_path):
-    seed = (mini_course / ".interplab" / "mini" / "seed").read_text()
+def test_rebuild_keeps_the_course_secret(mini_course, tmp_path):
+    secret = (mini_course / ".interplab" / "secret").read_text()
     interplab("build", "--course", str(mini_course), "mini", "--skip-validation", check=True)
-    assert (mini_course / ".interplab" / "mini" / "seed").read_text() == seed
+    assert (mini_course / ".interplab" / "secret").read_text() == secret
 
 
 def test_build_fails_loudly_when_the_master_is_not_deterministic(tmp_path):

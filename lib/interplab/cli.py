@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hub", help="the local JupyterHub (what `make hub` runs)")
     course_arg(p)
 
+    p = sub.add_parser("secret", help="the course secret every student's hidden seed is derived from")
+    course_arg(p)
+    secret = p.add_subparsers(dest="secret_command", required=True)
+    secret.add_parser("rotate", help="a new secret (a new term): new hidden inputs for everybody; cached "
+                                     "references and executions are dropped")
+
     p = sub.add_parser("zoo", help="the shipped models")
     zoo = p.add_subparsers(dest="zoo_command", required=True)
     zoo.add_parser("list", help="list models and their cards")
@@ -84,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hub":
             from interplab.autograder.hub import hub_command
             return hub_command(args)
+        if args.command == "secret":
+            from interplab.autograder.course import Course
+
+            Course.load(args.course).store.rotate_secret()
+            print(f"interplab secret: rotated; every student's hidden seed in {args.course} is new "
+                  "(their references are recomputed at the next `interplab grade`)")
+            return 0
         if args.command == "zoo":
             from interplab.zoo.cli import zoo_command
             return zoo_command(args)
