@@ -200,8 +200,9 @@ def write_csv(path: Path, rows: list[list]) -> None:
 class GradeReport:
     csv_path: Path
     statuses: dict[str, str]
-    executed: int
-    reused: int
+    executed: int                 # notebooks executed in this run
+    reused: int                   # notebooks whose execution an earlier run cached
+    references: int               # students whose hidden references this run computed
     kernel_seconds: float
     infrastructure_errors: int = 0
 
@@ -288,7 +289,7 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
         statuses[student] = "; ".join(problems) or "ok"
     csv_path = course.root / "grades" / f"{assignment}.csv"
     write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
-    return GradeReport(csv_path, statuses, len(todo), len(jobs) - len(fresh), kernel_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
+    return GradeReport(csv_path, statuses, len(fresh), len(jobs) - len(fresh), len(reference_jobs), kernel_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
 
 
 def grade_command(args: argparse.Namespace) -> int:
@@ -297,8 +298,9 @@ def grade_command(args: argparse.Namespace) -> int:
     problems = {s: st for s, st in report.statuses.items() if st != "ok"}
     for student, status in sorted(problems.items()):
         print(f"{student}: {status}")
-    print(f"graded {len(report.statuses)} submissions ({report.executed} jobs executed, {report.reused} notebooks reused "
-          f"from an earlier run; {len(problems)} with problems); grades in {report.csv_path}; "
+    print(f"graded {len(report.statuses)} submissions ({report.executed} executed, {report.reused} reused from an earlier "
+          f"run, {report.references} students' hidden references computed; {len(problems)} with problems); "
+          f"grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
     if report.infrastructure_errors:
         print(f"{report.infrastructure_errors} submission(s) NOT graded because of an infrastructure error (not the "

@@ -33,6 +33,7 @@ from interplab.autograder.sandbox import SandboxedKernelManager, SandboxPolicy, 
 from interplab.autograder.store import Store
 from interplab.checking import (
     BUNDLE_MIME,
+    CHECKS_FILE,
     FORMAT_VERSION,
     RESULT_MIME,
     Exercise,
@@ -41,8 +42,6 @@ from interplab.checking import (
     exercises_in,
     judge,
 )
-
-CHECKS_FILE = "checks.py"
 
 
 def grading_env(seed: int, base: dict[str, str] | None = None, mode: str = "grading") -> dict[str, str]:

@@ -1,17 +1,21 @@
-"""Grading speed: `interplab grade` against stock `nbgrader autograde`, side by side, same submissions.
+"""Grading speed, three ways side by side on the same submissions:
 
-    .venv/bin/python benchmarks/grading.py [--submissions 20] [--workers N]
+    .venv/bin/python benchmarks/grading.py [--students 40] [--workers N]
 
 Builds the circuits assignment in a temporary course, makes N submissions (correct, partial and
-broken, mixed), then grades them twice on this machine:
+broken, mixed), copies the course three times and grades each copy on this machine:
 
-- baseline: stock `nbgrader autograde` (serial, stock preprocessors; its kernels run in grading
-  mode too, so they do the same in-kernel work);
-- ours: `interplab grade` with the default number of workers.
+- ``interplab grade`` with the default number of workers (the executor, fork server, overlapped
+  recording), phases as it prints them;
+- ``nbgrader autograde`` serially with the course's own ``nbgrader_config.py`` (our steps and the
+  fork server: what the formgrader's button does);
+- stock ``nbgrader autograde`` without our steps (stock Execute, no sandbox; the kernels still run
+  in grading mode, so they do the same in-kernel work, with one seed for everybody).
 
-It prints the speedup over nbgrader, and our wall time divided by the compute bound (the sum of the
-in-kernel execution time of every cell, over the number of cores). Nothing here is asserted: these
-machines are shared and noisy; the figures go in the README.
+The first two also compute each student's hidden references (the master in reference mode with
+that student's seed); stock nbgrader does not. The compute bound is the in-kernel execution time of
+every cell of every graded notebook, plus one reference run (measured here) per student, over the
+cores. Nothing here is asserted: these machines are shared and noisy; the figures go in the README.
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+
+from interplab.autograder.cache import ReferenceCache
+from interplab.autograder.course import Course
+from interplab.autograder.executors import run_job
+from interplab.autograder.store import BUILD_STUDENT
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -56,10 +65,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[f
     return time.perf_counter() - start, proc.stdout
 
 
-def in_kernel_seconds(notebook: Path) -> float:
+def in_kernel_seconds(nb: dict) -> float:
     """Sum over cells of (execute reply - execute input), from nbclient's timing metadata."""
     total = 0.0
-    for cell in json.loads(notebook.read_text())["cells"]:
+    for cell in nb["cells"]:
         timing = cell.get("metadata", {}).get("execution", {})
         if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
             start = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
@@ -70,41 +79,49 @@ def in_kernel_seconds(notebook: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--submissions", type=int, default=20)
+    parser.add_argument("--students", type=int, default=40)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     py = sys.executable
     env = {"PATH": os.pathsep.join([str(Path(py).parent), os.environ["PATH"]]), "HF_HUB_OFFLINE": "1"}
     cores = len(os.sched_getaffinity(0))
+    workers = min(cores, args.workers or cores)
 
     with tempfile.TemporaryDirectory(prefix="interplab-bench-") as tmp:
-        ours = prepare(Path(tmp), args.submissions, env)
-        stock = Path(tmp) / "stock" / "course"
+        ours = prepare(Path(tmp), args.students, env)
+        configured, stock = Path(tmp) / "configured" / "course", Path(tmp) / "stock" / "course"
+        shutil.copytree(ours, configured)
         shutil.copytree(ours, stock)
         (stock / "nbgrader_config.py").write_text(STOCK_CONFIG)
-        seed = (ours / ".interplab" / "circuits" / "seed").read_text().strip()
-        print(f"stock nbgrader autograde, serial, {args.submissions} submissions ...", flush=True)
-        baseline = run([py, "-m", "nbgrader", "autograde", "circuits", "--force"], stock,
-                       {**env, "INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": seed})[0]
+        course = Course.load(ours)
+        reference = run_job(ReferenceCache.of(course, "circuits").job(BUILD_STUDENT))
+        reference_compute = in_kernel_seconds(json.loads(reference.executed or "{}") or {"cells": []})
+        seed = str(course.store.seed("circuits", BUILD_STUDENT))
 
-        print("interplab grade ...", flush=True)
+        print(f"interplab grade, {args.students} submissions ...", flush=True)
         cmd = [py, "-m", "interplab.cli", "grade", "circuits", "--course", str(ours)]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
         wall, out = run(cmd, REPO, env)
         phases = [line for line in out.splitlines() if line.startswith("timings:")]
         executions = ours / ".interplab" / "circuits" / "executions"
-        compute = sum(in_kernel_seconds(p) for p in executions.glob("*/*.ipynb"))
+        compute = sum(in_kernel_seconds(json.loads(p.read_text())) for p in executions.glob("*/*.ipynb"))
+        compute += args.students * reference_compute
 
-    workers = args.workers or cores
-    bound = compute / min(cores, workers)
-    print(f"submissions:                {args.submissions}")
-    print(f"cores:                      {cores} (workers {workers})")
-    print(f"stock nbgrader autograde:   {baseline:.1f} s")
-    print(f"interplab grade:            {wall:.1f} s  ({phases[0] if phases else 'no timings printed'})")
-    print(f"in-kernel compute:          {compute:.1f} s (bound {bound:.1f} s on {min(cores, workers)} cores)")
-    print(f"speedup over nbgrader:      {baseline / wall:.2f}x")
-    print(f"wall / compute bound:       {wall / bound:.2f}")
+        print("nbgrader autograde, serial, the course's own config ...", flush=True)
+        serial_ours = run([py, "-m", "nbgrader", "autograde", "circuits", "--force"], configured, env)[0]
+        print("stock nbgrader autograde, serial, no InterpLab steps ...", flush=True)
+        baseline = run([py, "-m", "nbgrader", "autograde", "circuits", "--force"], stock,
+                       {**env, "INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": seed})[0]
+
+    bound = compute / workers
+    print(f"submissions:                          {args.students} (cores {cores}, workers {workers})")
+    print(f"interplab grade:                      {wall:.1f} s  ({phases[0] if phases else 'no timings printed'})")
+    print(f"nbgrader autograde, course config:    {serial_ours:.1f} s  ({serial_ours / wall:.2f}x our wall time)")
+    print(f"stock nbgrader autograde, no steps:   {baseline:.1f} s  ({baseline / wall:.2f}x our wall time)")
+    print(f"in-kernel compute:                    {compute:.1f} s (of which references {args.students} x "
+          f"{reference_compute:.1f} s; bound {bound:.1f} s on {workers} cores)")
+    print(f"wall / compute bound:                 {wall / bound:.2f}")
 
 
 def prepare(tmp: Path, submissions: int, env: dict[str, str]) -> Path:

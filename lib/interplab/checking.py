@@ -1,4 +1,4 @@
-"""One check mechanism, two modes (see DESIGN.md, "One check mechanism").
+"""One check mechanism, two modes (see ARCHITECTURE.md, "The check protocol").
 
 A test cell calls ``check("circuits.induction_score", induction_score)``. The exercise's spec lives in
 ``assignments/<slug>/checks.py`` (shipped next to the notebook as ``checks.py``) and says how to make
