@@ -51,7 +51,7 @@ from interplab.autograder.executors import Job
 from interplab.autograder.notebooks import released_files, test_cell_ids
 from interplab.autograder.sandbox import SandboxError, SandboxPolicy, banner
 from interplab.autograder.steps import kernel_manager_for
-from interplab.autograder.store import write_atomic
+from interplab.autograder.store import SECRET_FILE, write_atomic
 from interplab.autograder.submissions import refusal
 
 CSV_HEADER = ["student_id", "grade_id", "score", "max_score", "status"]
@@ -209,8 +209,11 @@ class GradeReport:
 
 def grade_assignment(course: Course, assignment: str, executor: str = "local", workers: int | None = None,
                      scheduler: str | None = None, log=print) -> GradeReport:
-    if not course.store.references_path(assignment).is_file() or not course.source(assignment).is_dir():
-        raise CourseError(f"assignment {assignment!r} is not built in {course.root}: run `interplab build {assignment}`")
+    store = course.store
+    built = [store.references_path(assignment), store.checks_path(assignment), store.root / SECRET_FILE, course.source(assignment)]
+    if not all(path.exists() for path in built):
+        raise CourseError(f"assignment {assignment!r} is not built in {course.root} (or by an older version): "
+                          f"run `interplab build {assignment}`")
     students = discover_submissions(course, assignment)
     if not students:
         raise CourseError(f"no submissions found in {course.submitted}/*/{assignment}/")

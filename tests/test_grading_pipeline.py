@@ -110,6 +110,7 @@ def test_user_errors_are_one_line(tmp_path):
     course = make_course(tmp_path / "c", assignments)
 
     _one_line_error(interplab("grade", "nonesuch", "--course", str(course)), "run `interplab build nonesuch`")
+    _one_line_error(interplab("secret", "rotate", "--course", str(tmp_path)), "not a course directory")
     _one_line_error(interplab("build", "nonesuch", "--course", str(course)), "unknown assignment")
     _one_line_error(interplab("grade", "mini", "--course", str(tmp_path)), "not a course directory")
 
@@ -132,6 +133,7 @@ def test_user_errors_are_one_line(tmp_path):
     Store(course).secret(create=True)
     (course / "source" / "mini").mkdir(parents=True)
     Store(course).save_references("mini", {"cells": {}, "exercises": {}})
+    shutil.copy(checks, Store(course).checks_path("mini"))
     (course / "submitted" / "alice" / "mini").mkdir(parents=True)
     _one_line_error(interplab("grade", "mini", "--course", str(course)), "course.toml [grading]", "lots")
 

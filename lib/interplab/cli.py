@@ -54,10 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     course_arg(p)
 
     p = sub.add_parser("secret", help="the course secret every student's hidden seed is derived from")
-    course_arg(p)
     secret = p.add_subparsers(dest="secret_command", required=True)
-    secret.add_parser("rotate", help="a new secret (a new term): new hidden inputs for everybody; cached "
-                                     "references and executions are dropped")
+    course_arg(secret.add_parser("rotate", help="a new secret (a new term): new hidden inputs for everybody; "
+                                               "cached references and executions are dropped"))
 
     p = sub.add_parser("zoo", help="the shipped models")
     zoo = p.add_subparsers(dest="zoo_command", required=True)
