@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interplab.autograder.sandbox import SandboxPolicy
 from interplab.autograder.store import Store
 
 
@@ -20,6 +21,8 @@ class CourseError(Exception):
 class Course:
     root: Path
     settings: dict[str, Any] = field(default_factory=dict)
+    # course.toml's [grading] table, parsed and validated once; what every grading step reads.
+    policy: SandboxPolicy = field(default_factory=SandboxPolicy)
     _nbgrader_config: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -29,8 +32,11 @@ class Course:
             raise CourseError(f"{root} is not a course directory (no nbgrader_config.py); pass --course DIR")
         settings = {}
         if (root / "course.toml").is_file():
-            settings = tomllib.loads((root / "course.toml").read_text())
-        return cls(root, settings)
+            try:
+                settings = tomllib.loads((root / "course.toml").read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise CourseError(f"{root / 'course.toml'} is not valid TOML: {exc}") from None
+        return cls(root, settings, SandboxPolicy.from_settings(settings.get("grading", {})))
 
     @property
     def id(self) -> str:
@@ -40,9 +46,6 @@ class Course:
     def assignments_dir(self) -> Path:
         configured = os.environ.get("INTERPLAB_ASSIGNMENTS") or self.settings.get("course", {}).get("assignments_dir", "../assignments")
         return (self.root / configured).resolve()
-
-    def grading(self, key: str, default: Any) -> Any:
-        return self.settings.get("grading", {}).get(key, default)
 
     @property
     def store(self) -> Store:

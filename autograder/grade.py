@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -41,8 +42,8 @@ from traitlets.config import Config
 from interplab.autograder import executors
 from interplab.autograder.course import Course, CourseError
 from interplab.autograder.executors import Job, JobResult
-from interplab.autograder.sandbox import SandboxPolicy, banner
-from interplab.autograder.steps import execution_key, execution_path, kernel_manager_for
+from interplab.autograder.sandbox import ForkServerKernelManager, banner, kernel_manager_for, require_isolation
+from interplab.autograder.steps import execution_key, execution_path
 from interplab.autograder.store import write_atomic
 
 CSV_HEADER = ["student_id", "grade_id", "score", "max_score", "status"]
@@ -147,11 +148,9 @@ def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, 
         missing = sorted(notebooks[notebook] - test_cells_in(nb))
         if missing:
             problems.append(f"{notebook}.ipynb lacks test cell(s) {', '.join(missing)} (deleted or their metadata edited): 0 there")
-        grading = course.settings.get("grading", {})
-        submission.jobs.append(Job(settings=dict(grading),
+        submission.jobs.append(Job(
             assignment=assignment, student=student, notebook=notebook, sanitized=nbformat.writes(nb), files=files,
-            seed=seed, key=job_key(nb, files, seed), cell_timeout=int(grading.get("cell_timeout", 120)),
-            notebook_timeout=int(grading.get("notebook_timeout", 900))))
+            seed=seed, key=job_key(nb, files, seed), policy=course.policy))
     if problems:
         submission.status = "; ".join(problems)
     return submission
@@ -230,9 +229,10 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     for student in register_students(course, students):
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
 
-    log(banner(SandboxPolicy.from_settings(course.settings)))
-    grading = course.settings.get("grading", {})
-    forked = kernel_manager_for(grading, bool(grading.get("fork_server", True))).__name__ == "ForkServerKernelManager"
+    if executor == "local":  # Dask workers check their own machine (the sandbox refuses there)
+        require_isolation(course.policy)
+    log(banner(course.policy))
+    forked = kernel_manager_for(course.policy) is ForkServerKernelManager
     log("  [on]  fork server: kernels fork from a warm sandboxed server (imports done once)" if forked
         else "  [off] fork server: every kernel starts from scratch (see course.toml fork_server)")
     notebooks = {nb: expected_test_cells(course, assignment, nb) for nb in assignment_notebooks(course, assignment)}
@@ -290,6 +290,8 @@ def grade_command(args: argparse.Namespace) -> int:
 
     try:
         course = Course.load(args.course)
+        if getattr(args, "allow_unsandboxed", False):
+            course.policy = dataclasses.replace(course.policy, allow_unsandboxed=True)
         report = grade_assignment(course, args.assignment, args.executor, args.workers, args.scheduler)
     except (CourseError, ValueError) as exc:
         raise UserError(str(exc)) from exc
