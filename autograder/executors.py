@@ -2,9 +2,10 @@
 cluster (the same code scales to Kubernetes or SLURM workers).
 
 A :class:`Job` is self-contained data: the sanitized notebook, the released files, the hidden seed
-and the course's :class:`SandboxPolicy` (limits and caps). A worker needs no course directory, no gradebook and no instructor store, which is
-what lets it run on another machine; it returns the executed notebook as JSON text, and a :class:`JobResult` says whether a failure was
-the student's code's doing or the infrastructure's (``infrastructure_error``).
+and the course's :class:`SandboxPolicy` (limits and caps). A worker needs no course directory, no
+gradebook and no instructor store, which is what lets it run on another machine; it returns the
+executed notebook as JSON text in a :class:`JobResult`, which says whether a failure was the
+student's code's doing (``status``) or the infrastructure's (``infrastructure_error``).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .cgroups import Cgroups, alive, kill_pid, pids_of_uid
 from .command import Disk, sandbox_argv, sandbox_env, sandbox_uid
