@@ -84,9 +84,11 @@ class SandboxPolicy:
     tmp_size: int = 512 * MiB        # size of the private /tmp and /dev/shm (tmpfs, counted in the memory cap)
     disk_limit: int = 1 * GiB        # size of the working directory (a tmpfs, counted in the memory cap)
     disk_inodes: int = 20_000        # files + folders in the working directory, and again in /tmp
-    max_cell_output: int = 2 * MiB   # bytes of output one cell may send (beyond: the kernel is stopped)
-    max_notebook_output: int = 16 * MiB  # bytes of output the whole notebook may send
-    max_check_output: int = 8 * MiB  # bytes of check bundles (test cells only) in the whole notebook
+    # Output caps: generous next to what the solution notebooks send (a figure is 50-200 KB; all
+    # check bundles of attribution, the largest, 1.9 MB), small next to a flood.
+    max_cell_output: int = 4 * MiB   # bytes of output one cell may send (beyond: the kernel is stopped)
+    max_notebook_output: int = 32 * MiB  # bytes of output the whole notebook may send
+    max_check_output: int = 16 * MiB  # bytes of check bundles (test cells only) in the whole notebook
     gpu: bool = False                # expose /dev/nvidia* and /dev/dri
     extra_ro_paths: tuple[str, ...] = ()  # more host paths the kernel may read (e.g. a dataset folder)
     fork_server: bool = True         # fork kernels from a warm sandboxed server (needs root, bwrap, setpriv)
