@@ -69,7 +69,7 @@ class Build:
 
     @property
     def timeout(self) -> int:
-        return int(self.course.grading("cell_timeout", 120))
+        return self.course.policy.cell_timeout
 
 
 def strip_probes(source: str) -> str:

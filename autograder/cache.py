@@ -25,6 +25,7 @@ from nbformat import NotebookNode
 from interplab.autograder.course import Course
 from interplab.autograder.executors import Job, JobResult
 from interplab.autograder.notebooks import released_files
+from interplab.autograder.sandbox import SandboxPolicy
 from interplab.autograder.store import Store, write_atomic
 
 
@@ -91,8 +92,8 @@ class ReferenceCache:
     full ``checks.py``, probes included) executed in reference mode with the student's seed, as a
     job on the grading executor, kept by (master and files, seed)."""
 
-    def __init__(self, store: Store, assignment: str, source: Path, checks: Path, settings: dict[str, Any]) -> None:
-        self.store, self.assignment, self.settings = store, assignment, settings
+    def __init__(self, store: Store, assignment: str, source: Path, checks: Path, policy: SandboxPolicy) -> None:
+        self.store, self.assignment, self.policy = store, assignment, policy
         self.master = nbformat.read(source / f"{assignment}.ipynb", as_version=4)
         self.files = {**released_files(source), "checks.py": checks.read_bytes()}
         self.folder = store.root / assignment / "references"
@@ -100,11 +101,11 @@ class ReferenceCache:
     @classmethod
     def of(cls, course: Course, assignment: str) -> "ReferenceCache":
         return cls(course.store, assignment, course.source(assignment), course.store.checks_path(assignment),
-                   dict(course.settings.get("grading", {})))
+                   course.policy)
 
     def job(self, student: str) -> Job:
         seed = self.store.seed(self.assignment, student)
-        return make_job(self.settings, self.assignment, student, self.assignment, self.master, self.files, seed,
+        return make_job(self.policy, self.assignment, student, self.assignment, self.master, self.files, seed,
                         execution_key(self.master, self.files, seed, "reference"), "reference")
 
     def path(self, key: str) -> Path:
@@ -145,10 +146,8 @@ class InfrastructureError(RuntimeError):
     """Grading could not run for a reason that is not the student's code; retried on the next run."""
 
 
-def make_job(settings: dict[str, Any], assignment: str, student: str, notebook: str, nb: NotebookNode,
+def make_job(policy: SandboxPolicy, assignment: str, student: str, notebook: str, nb: NotebookNode,
              files: dict[str, bytes], seed: int, key: str, mode: str = "grading") -> Job:
     """One execution for the executors, with the course's limits."""
-    return Job(settings=dict(settings), assignment=assignment, student=student, notebook=notebook,
-               sanitized=nbformat.writes(nb), files=files, seed=seed, key=key, mode=mode,
-               cell_timeout=int(settings.get("cell_timeout", 120)),
-               notebook_timeout=int(settings.get("notebook_timeout", 900)))
+    return Job(policy=policy, assignment=assignment, student=student, notebook=notebook,
+               sanitized=nbformat.writes(nb), files=files, seed=seed, key=key, mode=mode)

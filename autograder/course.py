@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interplab.autograder.sandbox import SandboxPolicy
 from interplab.autograder.store import Store
 from interplab.errors import UserError
 
@@ -21,6 +22,8 @@ class CourseError(UserError):
 class Course:
     root: Path
     settings: dict[str, Any] = field(default_factory=dict)
+    # course.toml's [grading] table, parsed and validated once; what every grading step reads.
+    policy: SandboxPolicy = field(default_factory=SandboxPolicy)
     _nbgrader_config: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -37,7 +40,7 @@ class Course:
         for table in ("course", "grading"):
             if not isinstance(settings.get(table, {}), dict):
                 raise CourseError(f"{root / 'course.toml'}: [{table}] must be a table")
-        return cls(root, settings)
+        return cls(root, settings, SandboxPolicy.from_settings(settings.get("grading", {})))
 
     @property
     def id(self) -> str:
@@ -47,9 +50,6 @@ class Course:
     def assignments_dir(self) -> Path:
         configured = os.environ.get("INTERPLAB_ASSIGNMENTS") or self.settings.get("course", {}).get("assignments_dir", "../assignments")
         return (self.root / configured).resolve()
-
-    def grading(self, key: str, default: Any) -> Any:
-        return self.settings.get("grading", {}).get(key, default)
 
     @property
     def store(self) -> Store:

@@ -2,22 +2,38 @@
 cluster (the same code scales to Kubernetes or SLURM workers).
 
 A :class:`Job` is self-contained data: the sanitized notebook, the released files, the hidden seed
-and the limits. A worker needs no course directory, no gradebook and no instructor store, which is
-what lets it run on another machine; it returns the executed notebook as JSON text.
+and the course's :class:`SandboxPolicy` (limits and caps). A worker needs no course directory, no
+gradebook and no instructor store, which is what lets it run on another machine; it returns the
+executed notebook as JSON text in a :class:`JobResult`, which says whether a failure was the
+student's code's doing (``status``) or the infrastructure's (``infrastructure_error``).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import nbformat
 from traitlets.config import Config
+
+from interplab.autograder.sandbox import (
+    DEFAULT_PRELOAD,
+    ForkServerKernelManager,
+    SandboxError,
+    SandboxPolicy,
+    format_size,
+    kernel_manager_for,
+    shared_server,
+)
+
+DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|ENOSPC")
 
 
 @dataclass
@@ -30,9 +46,7 @@ class Job:
     seed: int
     key: str                      # identifies this exact execution (cache.execution_key)
     mode: str = "grading"         # or "reference": the master with the instructor's checks, for a student's references
-    cell_timeout: int = 120
-    notebook_timeout: int = 900
-    settings: dict[str, Any] = field(default_factory=dict)
+    policy: SandboxPolicy = field(default_factory=SandboxPolicy)  # the course's [grading] settings
 
 
 @dataclass
@@ -43,9 +57,9 @@ class JobResult:
     executed: str | None          # executed notebook JSON
     status: str                   # "ok" or why the run went wrong
     seconds: float                # wall time of the execution, kernel start included
-    # Set when the run failed for a reason that is not the student's code (the sandbox or the fork
-    # server did not start, the kernel never became ready, the worker was lost): never cached, never
-    # a score; the next run retries it.
+    # Set when the run failed for a reason that is not the student's code (the sandbox, bwrap or
+    # the fork server could not start, the kernel never became ready, the worker was lost): never
+    # cached, never a score; the next run retries it. None when the outcome is the student's own.
     infrastructure_error: str | None = None
 
 
@@ -66,10 +80,7 @@ def run_job(job: Job) -> JobResult:
             target.write_bytes(content)
         nb = nbformat.reads(job.sanitized, as_version=4)
         (work / f"{job.notebook}.ipynb").write_text(job.sanitized)
-        config = Config({"Execute": {"timeout": job.cell_timeout},
-                         "GradingExecute": {"notebook_timeout": job.notebook_timeout,
-                                            "fork_server": bool(job.settings.get("fork_server", True))},
-                         "SandboxedKernelManager": {"grading_settings": job.settings}})
+        config = Config({"SandboxedKernelManager": {"grading_settings": job.policy.as_settings()}})
         executor = GradingExecute(config=config)
         resources = {"nbgrader": {"student": job.student, "assignment": job.assignment, "notebook": job.notebook,
                                   "db_url": ""},
@@ -77,11 +88,12 @@ def run_job(job: Job) -> JobResult:
         infrastructure = None
         try:
             executor.preprocess(nb, resources)
-            status = execution_status(nb)
+            status = execution_status(nb, job.policy)
         except Exception as exc:
             status = f"execution failed: {type(exc).__name__}: {str(exc)[:200]}"
             if not executor.started_cells:  # no student code ran: the sandbox or the kernel failed
                 infrastructure = f"the grading kernel did not start ({type(exc).__name__}: {str(exc)[:200]})"
+                status = f"infrastructure error (grade again): {infrastructure}"
         return JobResult(job.student, job.notebook, job.key, nbformat.writes(nb), status,
                          time.perf_counter() - start, infrastructure)
 
@@ -92,14 +104,20 @@ def lost(job: Job, exc: BaseException) -> JobResult:
                      f"the grading worker was lost ({type(exc).__name__}: {str(exc)[:200]})")
 
 
-def execution_status(nb: nbformat.NotebookNode) -> str:
-    """"ok", or the first run-level problem (kernel died, notebook time limit, cell time limit)."""
+def execution_status(nb: nbformat.NotebookNode, policy: SandboxPolicy | None = None) -> str:
+    """"ok", or the first run-level problem (kernel died, output cap, notebook time limit, cell time
+    limit, memory, disk full). All of these are the student's code's doing."""
+    policy = policy or SandboxPolicy()
     for index, cell in enumerate(nb.cells, start=1):
         for output in cell.get("outputs", []):
             if output.get("output_type") != "error":
                 continue
-            if output.get("ename") == "KernelDied":
+            if output.get("ename") in ("KernelDied", "OutputLimit"):
                 return f"cell {index}: {output.get('evalue')}"
+            if DISK_FULL.search(str(output.get("evalue", ""))):
+                return (f"cell {index}: the kernel's disk is full (working directory disk_limit "
+                        f"{format_size(policy.disk_limit)}, /tmp tmp_size {format_size(policy.tmp_size)}, at most "
+                        f"{policy.disk_inodes} files each)")
             if output.get("ename") == "CellTimeoutError":
                 return f"cell {index}: a cell ran longer than its time limit and was interrupted"
             if output.get("ename") == "MemoryError":
@@ -111,21 +129,16 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def warm_up(settings: dict[str, Any]) -> None:
+def warm_up(policy: SandboxPolicy) -> None:
     """Pool initializer: start this worker's fork server now (it imports torch & co. once), while
-    the grader is still preparing, instead of on the first job. A failure here is not fatal: the
-    kernel manager starts the server again on the first job and reports what is wrong."""
-    try:
-        from interplab.autograder.steps import kernel_manager_for
-
-        manager = kernel_manager_for(settings, bool(settings.get("fork_server", True)))
-        if manager.__name__ == "ForkServerKernelManager":
-            from interplab.autograder.forkserver import DEFAULT_PRELOAD, shared_server
-            from interplab.autograder.sandbox import SandboxPolicy
-
-            shared_server(DEFAULT_PRELOAD, SandboxPolicy.from_settings(settings))
-    except Exception:
-        pass
+    the grader is still preparing, instead of on the first job. A failure is not fatal: it is
+    remembered, and the kernel managers of this worker then start kernels the plain way, saying so."""
+    if kernel_manager_for(policy) is ForkServerKernelManager:
+        try:
+            shared_server(DEFAULT_PRELOAD, policy)
+        except SandboxError as exc:
+            print(f"WARNING: the fork server of grading worker {os.getpid()} could not start ({exc}); its kernels "
+                  "start from scratch in the plain sandbox", file=sys.stderr, flush=True)
 
 
 def run_local(jobs: list[Job], workers: int | None = None) -> Iterator[JobResult]:
@@ -137,7 +150,7 @@ def run_local(jobs: list[Job], workers: int | None = None) -> Iterator[JobResult
     if workers == 1:
         return (run_job(job) for job in jobs)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=warm_up, initargs=(jobs[0].settings,))
+                               initializer=warm_up, initargs=(jobs[0].policy,))
     futures = {pool.submit(run_job, job): job for job in jobs}
 
     def results() -> Iterator[JobResult]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import time
 import warnings
@@ -49,8 +50,7 @@ from interplab.autograder.cache import ExecutionCache, InfrastructureError, Refe
 from interplab.autograder.course import Course, CourseError
 from interplab.autograder.executors import Job
 from interplab.autograder.notebooks import released_files, test_cell_ids
-from interplab.autograder.sandbox import SandboxError, SandboxPolicy, banner
-from interplab.autograder.steps import kernel_manager_for
+from interplab.autograder.sandbox import ForkServerKernelManager, banner, kernel_manager_for, require_isolation
 from interplab.autograder.store import SECRET_FILE, write_atomic
 from interplab.autograder.submissions import refusal
 
@@ -153,7 +153,7 @@ def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, 
         missing = sorted(notebooks[notebook] - test_cell_ids(nb))
         if missing:
             problems.append(f"{notebook}.ipynb lacks test cell(s) {', '.join(missing)} (deleted or their metadata edited): 0 there")
-        submission.jobs.append(make_job(course.settings.get("grading", {}), assignment, student, notebook, nb,
+        submission.jobs.append(make_job(course.policy, assignment, student, notebook, nb,
                                         cache.files, seed, cache.key(student, nb)))
     if problems:
         submission.status = "; ".join(problems)
@@ -217,16 +217,13 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     students = discover_submissions(course, assignment)
     if not students:
         raise CourseError(f"no submissions found in {course.submitted}/*/{assignment}/")
-    try:
-        policy = SandboxPolicy.from_settings(course.settings)
-    except SandboxError as exc:
-        raise CourseError(str(exc)) from exc
     for student in register_students(course, [s for s in students if refusal(course.submitted / s / assignment, s) is None]):
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
 
-    log(banner(policy))
-    grading = course.settings.get("grading", {})
-    forked = kernel_manager_for(grading, bool(grading.get("fork_server", True))).__name__ == "ForkServerKernelManager"
+    if executor == "local":  # Dask workers check their own machine (the sandbox refuses there)
+        require_isolation(course.policy)
+    log(banner(course.policy))
+    forked = kernel_manager_for(course.policy) is ForkServerKernelManager
     log("  [on]  fork server: kernels fork from a warm sandboxed server (imports done once)" if forked
         else "  [off] fork server: every kernel starts from scratch (see course.toml fork_server)")
     notebooks = {nb: expected_test_cells(course, assignment, nb) for nb in assignment_notebooks(course, assignment)}
@@ -297,6 +294,8 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
 
 def grade_command(args: argparse.Namespace) -> int:
     course = Course.load(args.course)
+    if getattr(args, "allow_unsandboxed", False):
+        course.policy = dataclasses.replace(course.policy, allow_unsandboxed=True)
     report = grade_assignment(course, args.assignment, args.executor, args.workers, args.scheduler)
     problems = {s: st for s, st in report.statuses.items() if st != "ok"}
     for student, status in sorted(problems.items()):

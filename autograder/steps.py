@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Bool, Enum, Integer, Unicode
+from traitlets import Enum, Unicode
 
 from interplab.autograder.cache import ExecutionCache, ReferenceCache
 from interplab.autograder.notebooks import is_released_file, is_test_cell
-from interplab.autograder.sandbox import SandboxedKernelManager, SandboxPolicy, probe
+from interplab.autograder.sandbox import OutputBudget, SandboxPolicy, kernel_manager_for
 from interplab.autograder.store import Store
 from interplab.checking import (
     BUNDLE_MIME,
@@ -62,30 +62,33 @@ def course_root_of(config: Any) -> Path:
     return Path(root) if root else Path.cwd()
 
 
+class KernelStartError(RuntimeError):
+    """The grading kernel could not be started (sandbox, bwrap or fork server): an infrastructure
+    failure, never the student's score."""
+
+
 class GradingExecute(Execute):
     """nbgrader's Execute, with the kernel in grading mode for the assignment being graded.
 
-    Beyond stock Execute: a per-notebook time limit, a cap on the output a cell may produce (check
-    results are always kept), and a dead kernel ends the run with a clear error in the cell it died
-    in and "not run" in the cells after it. A notebook :class:`ReplayExecution` filled is not run."""
+    Beyond stock Execute: the limits of the course's policy (``SandboxedKernelManager.grading_settings``,
+    course.toml's ``[grading]``): a per-cell and a per-notebook time limit and the output budget
+    (autograder/sandbox/output.py: the kernel is stopped at a cap); a dead or stopped kernel ends
+    the run with a clear error in the cell it broke in and "not run" in the cells after it. A
+    notebook :class:`ReplayExecution` filled is not run."""
 
-    notebook_timeout = Integer(900, help="seconds for the whole notebook").tag(config=True)
-    max_cell_output_bytes = Integer(2_000_000, help="output kept per cell (check results always kept)").tag(config=True)
-
-    fork_server = Bool(True, help="fork kernels from a warm sandboxed server (autograder/forkserver.py)").tag(config=True)
     # A grading kernel gets no grace period to run its atexit hooks once the last cell is done: the
     # sandbox is torn down at once (saves ~0.2 s of idle waiting per notebook).
     shutdown_kernel = Enum(["graceful", "immediate"], default_value="immediate").tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Every grading kernel runs in the sandbox (autograder/sandbox.py): own uid, no network,
-        # limits, only its working directory visible. Where a protection is unavailable the
-        # sandbox says so loudly and grading goes on.
+        # Every grading kernel runs in the sandbox (autograder/sandbox/): own uid, no network,
+        # limits, only its working directory visible.
         chosen = "kernel_manager_class" in kwargs
         super().__init__(*args, **kwargs)
+        self.policy = SandboxPolicy.from_settings(self.config.get("SandboxedKernelManager", {}).get("grading_settings", {}))
+        self.timeout = self.policy.cell_timeout
         if not chosen:
-            settings = self.config.get("SandboxedKernelManager", {}).get("grading_settings", {})
-            self.kernel_manager_class = kernel_manager_for(settings, self.fork_server, self.log)
+            self.kernel_manager_class = kernel_manager_for(self.policy, self.log)
 
     @property
     def started_cells(self) -> bool:
@@ -106,14 +109,18 @@ class GradingExecute(Execute):
             resources = {**resources, "metadata": {**resources.get("metadata", {}), "path": fresh.name}}
         self._kernel_env = grading_env(seed, ours.get("env"), ours.get("mode", "grading"))
         self._cell_index = -1
-        self._cell_bytes: dict[int, int] = {}
-        self._timed_out = False
-        timer = threading.Timer(self.notebook_timeout, self._notebook_time_up)
+        self._budget = OutputBudget(self.policy)
+        self._stopped: str | None = None
+        timer = threading.Timer(self.policy.notebook_timeout, self._stop,
+                                (f"the notebook ran longer than its time limit ({self.policy.notebook_timeout} s) "
+                                 "and was stopped",))
         timer.daemon = True
         timer.start()
         try:
             super().preprocess(nb, resources, *args, **kwargs)
-        except DeadKernelError:
+        except DeadKernelError as exc:
+            if self._cell_index < 0 and not self._stopped:  # no student code ran: not the student's doing
+                raise KernelStartError(f"the grading kernel died before running any cell ({exc})") from exc
             self._mark_dead(nb)
         finally:
             timer.cancel()
@@ -127,63 +134,52 @@ class GradingExecute(Execute):
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict[str, Any], index: int):
         self._cell_index = index
-        if self._timed_out:
-            raise DeadKernelError("notebook time limit reached")
-        return super().preprocess_cell(cell, resources, index)
+        if self._stopped:
+            raise DeadKernelError(self._stopped)
+        try:
+            result = super().preprocess_cell(cell, resources, index)
+            dropped = self.kc is not None and self.kc.dropped()
+        except CellTimeoutError:  # nbgrader's "Timeout waiting for IOPub output" after a drop
+            dropped = self.kc is not None and self.kc.dropped()
+            if not dropped:
+                raise
+        if dropped:  # zmq refused a message larger than every cap: iopub is lost, stop the kernel
+            self._stop(self._budget.message_too_large(index))
+        if self._stopped:
+            raise DeadKernelError(self._stopped)
+        return result
 
-    def _notebook_time_up(self) -> None:
-        self._timed_out = True
+    def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int):
+        """Charge every message to the output budget as it arrives, before nbclient keeps it."""
+        verdict = self._budget.charge(msg, cell_index, is_test_cell(cell))
+        if verdict == "stop":
+            self._stop(self._budget.exceeded)
+        if verdict != "keep":
+            return None
+        return super().process_message(msg, cell, cell_index)
+
+    def _stop(self, why: str | None) -> None:
+        """Kill the kernel (time limit, output cap); the run ends with ``why`` in the cell it broke."""
+        self._stopped = self._stopped or why
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         if process is not None:
             process.kill()
 
     def _mark_dead(self, nb: NotebookNode) -> None:
-        if self._timed_out:
-            why = f"the notebook ran longer than its time limit ({self.notebook_timeout} s) and was stopped"
-        else:
-            why = "the kernel died (out of memory, a process limit, or the code exited or killed it)"
+        ename = "KernelDied"
+        why = "the kernel died (out of memory, a process limit, or the code exited or killed it)"
+        broken = self._cell_index
+        if self._budget.exceeded:
+            ename, why, broken = "OutputLimit", self._budget.exceeded, self._budget.exceeded_cell
+        elif self._stopped:
+            why = self._stopped
         for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code" or index < self._cell_index:
+            if cell.cell_type != "code" or index < broken:
                 continue
-            text = why if index == self._cell_index else f"not run: {why} in an earlier cell"
-            cell.outputs = [o for o in cell.get("outputs", []) if index == self._cell_index]
-            cell.outputs.append(NotebookNode(output_type="error", ename="KernelDied", evalue=text,
-                                             traceback=[f"KernelDied: {text}"]))
-
-    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int):
-        content = msg.get("content", {})
-        if BUNDLE_MIME in content.get("data", {}):
-            return super().output(outs, msg, display_id, cell_index)
-        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
-        used = self._cell_bytes.get(cell_index, 0)
-        self._cell_bytes[cell_index] = used + size
-        if used + size <= self.max_cell_output_bytes:
-            return super().output(outs, msg, display_id, cell_index)
-        if used <= self.max_cell_output_bytes:
-            outs.append(NotebookNode(output_type="stream", name="stdout",
-                                     text=f"\n[output truncated: more than {self.max_cell_output_bytes} bytes]\n"))
-        return None
-
-
-FORK_SERVER_MIN_MEMORY = 3 * 2**30  # a forked kernel inherits ~1.6 GiB of preloaded modules
-
-
-def kernel_manager_for(settings: dict[str, Any], want_fork: bool, log: Any = None) -> type:
-    """The fork-server kernel manager where it can give the same protections (root, bubblewrap,
-    setpriv, memory for the preloaded modules), else the plain sandbox, saying why."""
-    if not want_fork:
-        return SandboxedKernelManager
-    caps = probe()
-    policy = SandboxPolicy.from_settings(settings)
-    missing = [name for name, ok in (("root", caps.root), ("bubblewrap", caps.bwrap), ("setpriv", caps.setpriv),
-                                     ("memory_limit >= 3GiB", policy.memory >= FORK_SERVER_MIN_MEMORY)) if not ok]
-    if missing:
-        if log is not None:
-            log.warning("fork server off (needs %s): every kernel starts from scratch", ", ".join(missing))
-        return SandboxedKernelManager
-    from interplab.autograder.forkserver import ForkServerKernelManager
-
-    return ForkServerKernelManager
+            text = why if index == broken else f"not run: {why} in an earlier cell"
+            cell.outputs = [o for o in cell.get("outputs", []) if index == broken]
+            cell.outputs.append(NotebookNode(output_type="error", ename=ename, evalue=text,
+                                             traceback=[f"{ename}: {text}"]))
 
 
 def fresh_workdir(course_root: Path, assignment: str) -> tempfile.TemporaryDirectory:

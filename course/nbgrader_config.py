@@ -6,13 +6,13 @@ outputs), and VerifyChecks judges them against the student's hidden references i
 process. So stock `nbgrader autograde`, the formgrader's button and `interplab grade`
 all give the same tamper-proof grades."""
 import os
-import tomllib
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
 )
 
+from interplab.autograder.sandbox import SandboxPolicy
 from interplab.autograder.steps import GradingExecute, ReplayExecution, VerifyChecks
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
@@ -41,12 +41,8 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-with open(os.path.join(here, "course.toml"), "rb") as handle:
-    grading = tomllib.load(handle).get("grading", {})
-c.Execute.timeout = int(grading.get("cell_timeout", 120))
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
-c.GradingExecute.notebook_timeout = int(grading.get("notebook_timeout", 900))
-c.GradingExecute.fork_server = bool(grading.get("fork_server", True))
-# Grading kernels run sandboxed with these limits and must never see the course directory.
-c.SandboxedKernelManager.grading_settings = grading
+# Grading kernels run sandboxed with course.toml's [grading] limits (validated here, read by
+# GradingExecute and the kernel managers) and must never see the course directory.
+c.SandboxedKernelManager.grading_settings = SandboxPolicy.from_course_toml(os.path.join(here, "course.toml")).as_settings()
 c.SandboxedKernelManager.forbidden_paths = [here]

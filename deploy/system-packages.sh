@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the platform uses on this machine, installed only when missing (Debian/Ubuntu, as root):
-#   bubblewrap, util-linux  the grading sandbox (autograder/sandbox.py)
+#   bubblewrap, util-linux  the grading sandbox (autograder/sandbox/)
 #   nodejs, npm             configurable-http-proxy for the hub (installed by autograder/hub_proxy.py)
 #   chromium, chromium-driver  the browser test (tests/test_browser.py)
 # Without root or apt it only says what is missing: grading still runs and says loudly which

@@ -26,6 +26,9 @@ def make_course(tmp: Path, assignments: Path = REPO / "assignments") -> Path:
         shutil.copy(REPO / "course" / name, course / name)
     text = (course / "course.toml").read_text().replace('assignments_dir = "../assignments"',
                                                        f'assignments_dir = "{assignments}"')
+    from interplab.autograder.sandbox import probe
+    if not probe().isolated:  # a laptop without root or bwrap: these test courses allow it explicitly
+        text = text.replace("allow_unsandboxed = false", "allow_unsandboxed = true")
     (course / "course.toml").write_text(text)
     return course
 

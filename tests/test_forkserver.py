@@ -1,12 +1,15 @@
 """Grading kernels forked from a warm fork server, exercised for real: bwrap, namespaces, setresuid,
 rlimits and cgroups on this machine, real ipykernels driven by nbclient, compared with the plain
-sandbox's kernel (autograder/sandbox.py). Loopback only; every wait is bounded."""
+sandbox's kernel (autograder/sandbox/). Loopback only; every wait is bounded."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -17,15 +20,11 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from traitlets.config import Config
 
-from interplab.autograder.forkserver import (
-    DEFAULT_PRELOAD,
-    ForkedKernel,
-    ForkServer,
-    ForkServerKernelManager,
-    rlimits,
-    shared_server,
+from interplab.autograder.sandbox import (
+    DEFAULT_PRELOAD, ForkServer, ForkServerKernelManager, SandboxError, SandboxedKernelManager, SandboxPolicy,
+    pids_of_uid, probe, shared_server,
 )
-from interplab.autograder.sandbox import SandboxedKernelManager, SandboxError, SandboxPolicy, pids_of_uid, probe
+from interplab.autograder.sandbox.forkserver import ForkedKernel
 
 from conftest import SECRET, alive, fake_course, notebook, texts, workdir_of
 
@@ -262,7 +261,7 @@ def test_forked_kernel_is_sandboxed(server, course):
                                                    "open_files": 512, "cpu_seconds": 300},
                                  forbidden_paths=[str(course / ".interplab")])
     setup = (f"import sys; sys.argv_course = {str(course)!r}; OTHER = {str(other.work / 'answer.txt')!r}; "
-             f"JOBS = {str(server.jobs_root)!r}; PORT = {port}; LIMITS = {sorted(rlimits(policy))!r}")
+             f"JOBS = {str(server.jobs_root)!r}; PORT = {port}; LIMITS = {sorted(policy.rlimits())!r}")
     nb = notebook(setup, PROBE)
     try:
         run_notebook(nb, workdir_of(course), km, shutdown=False)
@@ -286,7 +285,7 @@ def test_forked_kernel_is_sandboxed(server, course):
     assert out["write_venv"] in ("OSError", "PermissionError")
     assert out["tcp"] == "ConnectionRefusedError" and out["interfaces"] == ["lo"] and not accepted
     assert out["pids"][0] == 1 and len(out["pids"]) <= 4  # its own PID namespace: init, kernel (and a child)
-    assert out["limits"] == {k: list(v) for k, v in rlimits(policy).items()}
+    assert out["limits"] == {k: list(v) for k, v in policy.rlimits().items()}
     assert out["hostname"] == "sandbox"
     assert out["big"] == "MemoryError"  # RLIMIT_DATA: 3 GiB more than the limit allows
     # no fd of the server (its control socket) or of the supervisor reached the kernel
@@ -422,3 +421,58 @@ def test_cpu_limit_ends_a_forked_kernel_and_everything_goes(server, course):
     while pids_of_uid(UID) and time.monotonic() < end:
         time.sleep(0.05)
     assert not pids_of_uid(UID) and km.sandbox is None
+
+
+def test_a_forked_kernels_disk_is_bounded_in_bytes_and_files(server, course):
+    km = forked(server, disk_limit="8MiB", disk_inodes=300, tmp_size="8MiB")
+    nb = notebook("open('big.bin', 'wb').write(b'0' * (64 * 2**20))",
+                  "import os\nfor i in range(100_000):\n    os.mkdir(f'd{i}')",
+                  "open('/tmp/big.bin', 'wb').write(b'0' * (64 * 2**20))",
+                  "import os; print(sorted(os.listdir('.'))[:1], open('helper.py').read().strip())")
+    run_notebook(nb, workdir_of(course), km)
+    for cell in nb.cells[:3]:
+        assert any("No space left on device" in o.get("evalue", "") for o in cell.outputs), cell.outputs
+    assert texts(nb.cells[3]).split("\n")[0] == "['big.bin'] VALUE = 'released file'"  # the job's files were copied in
+    assert sorted(p.name for p in workdir_of(course).iterdir()) == ["helper.py"]  # the host folder is untouched
+
+
+SQUAT = """
+import os, sys, tempfile
+from pathlib import Path
+for name in ("interplab-forkserver", "interplab-sandbox-0"):  # the old predictable names, squatted
+    os.mkdir(f"/tmp/{name}", 0o777); os.chown(f"/tmp/{name}", 65534, 65534); os.chmod(f"/tmp/{name}", 0o777)
+from interplab.autograder.sandbox import ForkServer, Sandbox
+with ForkServer(["json"]) as server:
+    st = server.base.stat()
+    print(server.ready["ready"], st.st_uid, oct(st.st_mode & 0o777), str(server.base).startswith("/tmp/interplab-forkserver/"))
+work = Path(tempfile.mkdtemp()); os.chmod(work, 0o755)
+with Sandbox(work, slot=44) as box:
+    print(str(box.runtime_dir).startswith("/tmp"))
+"""
+
+
+def test_a_squatted_runtime_directory_changes_nothing():
+    """Another user created the fork server's and the sandbox's old predictable folders in the
+    shared temp dir first: both start anyway, in folders of root's own. (Run in a private mount
+    namespace with its own /tmp, so no other grader on this machine sees the squatted names.)"""
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           'mount -t tmpfs tmpfs /tmp && exec "$0" -c "$1"', sys.executable, SQUAT],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "0", "0o700", "False", "False"], proc.stdout
+
+
+def test_a_fork_server_that_cannot_start_falls_back_to_the_plain_sandbox_loudly(course, tmp_path, caplog):
+    squatted = tmp_path / "not-roots"
+    squatted.mkdir(mode=0o777)
+    os.chown(squatted, 65534, 65534)
+    log = logging.getLogger("test-fork-fallback")
+    km = ForkServerKernelManager(slot=SLOT, show_banner=False, server_dir=str(squatted), log=log,
+                                 grading_settings={"cell_timeout": 20, "notebook_timeout": 120})
+    with caplog.at_level(logging.WARNING, logger="test-fork-fallback"):
+        nb = run_notebook(notebook("import os; print(os.getuid(), open('helper.py').read().strip())"),
+                          workdir_of(course), km)
+    assert texts(nb.cells[0]).split("\n")[0] == f"{UID} VALUE = 'released file'"  # graded, sandboxed
+    assert km.fork_failed
+    assert "FORK SERVER IS OFF" in caplog.text and "owned by root" in caplog.text
+    assert km.sandbox is None and not pids_of_uid(UID)

@@ -24,7 +24,7 @@ SOFTMAX = ("import numpy as np\n"
            "    return z / z.sum(axis=-1, keepdims=True)\n")
 NORMS = "def row_norms(x):\n    return np.sqrt((x ** 2).sum(axis=1))\n"
 LIMITS = {"cell_timeout": 10, "notebook_timeout": 90, "memory_limit": '"3GiB"', "max_processes": 64,
-          "max_file_size": '"16MiB"'}
+          "max_file_size": '"16MiB"', "disk_limit": '"32MiB"', "disk_inodes": 500}
 
 
 def _course(tmp_path):
@@ -88,6 +88,7 @@ def test_faults_are_contained(tmp_path):
     student("kill_parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\n")
     student("huge_file", "open('big.bin', 'wb').write(b'0' * (64 * 2**20))\n" + SOFTMAX)
     student("flood", "print('x' * 100_000_000)\n" + SOFTMAX)
+    student("many_files", "for i in range(100_000):\n    open(f'f{i}.txt', 'w').write('x')\n" + SOFTMAX)
     student("network", f"import socket\nsocket.create_connection(('127.0.0.1', {server.port}), timeout=3).close()\n" + SOFTMAX)
     secrets = [course / ".interplab" / "mini" / "references.json", course / "gradebook.db",
                sub / "good" / "mini" / "mini.ipynb"]
@@ -159,7 +160,7 @@ def test_faults_are_contained(tmp_path):
 
     expected = {
         "good": (2, 1), "infinite_loop": (0, 1), "memory_hog": (0, 1), "background": (2, 1),
-        "os_exit": (0, 0), "sys_exit": (0, 1), "huge_file": (0, 1), "flood": (2, 1), "network": (0, 1),
+        "os_exit": (0, 0), "sys_exit": (0, 1), "huge_file": (0, 1), "flood": (0, 0), "many_files": (0, 1), "network": (0, 1),
         "snoop": (0, 1), "no_traceback": (0, 1), "corrupt": (0, 0), "renamed": (0, 0), "empty": (0, 0),
         "deleted_test": (2, 0), "reordered": (0, 1), "edited_points": (2, 1), "edited_tests": (2, 1),
         # nbgrader refuses a notebook whose locked cells' ids were changed: 0, with the reason.
@@ -174,6 +175,8 @@ def test_faults_are_contained(tmp_path):
     assert "time limit" in status("infinite_loop")
     assert "memory" in status("memory_hog")
     assert "kernel died" in status("os_exit")
+    assert "output limit" in status("flood")
+    assert "disk is full" in status("many_files") and "disk_limit" in status("many_files")
     assert "not a valid notebook" in status("corrupt")
     assert "mini-final.ipynb" in status("renamed")
     assert "empty submission" in status("empty")

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel grading kernels (default: all cores)")
     p.add_argument("--executor", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="grade even where kernels cannot be isolated (no bwrap, not root); see course.toml")
 
     p = sub.add_parser("check", help="self-study: run a notebook and report every exercise")
     p.add_argument("notebook", type=Path)

@@ -15,8 +15,9 @@ The forked child (``_child``), still root with capabilities:
 - closes the control socket, says hello (SCM_CREDENTIALS, so the grader learns its host pid and
   puts it in the sandbox's cgroups), then reads its request;
 - ``unshare``s a new mount, network, IPC, UTS and PID namespace; makes the mounts private, covers
-  the jobs root (every other kernel's workdir) with an empty tmpfs and binds back only its own
-  workdir and run dir; mounts a fresh /tmp and /dev/shm; brings up its own loopback;
+  the jobs root (every other kernel's workdir) with an empty tmpfs and binds back only its own run
+  dir; its workdir becomes a tmpfs bounded in bytes and inodes holding a copy of the job's files;
+  mounts a fresh /tmp (bounded the same way) and /dev/shm; brings up its own loopback;
 - forks the PID namespace's init, which mounts a /proc of the new namespace, applies the rlimits,
   closes every inherited fd, drops to the slot's uid/gid (setgroups([]), setresgid, setresuid,
   bounding set emptied, no_new_privs) and forks the kernel: an ``IPKernelApp`` initialised with the
@@ -178,11 +179,13 @@ def _isolate(req: dict) -> None:
     """New namespaces; of the jobs root only this kernel's workdir and run dir stay visible."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    keep = [(os.open(path, os.O_PATH | os.O_DIRECTORY), path) for path in (req["workdir"], req["rundir"])]
+    work = (os.open(req["workdir"], os.O_PATH | os.O_DIRECTORY), req["workdir"])
+    keep = [(os.open(req["rundir"], os.O_PATH | os.O_DIRECTORY), req["rundir"])]
     keep_ro = [(os.open(path, os.O_PATH | os.O_DIRECTORY), path) for path in req.get("ro_keep", [])
                if os.path.isdir(path)]
     for path in ("/tmp", "/dev/shm"):  # first: the jobs root may lie under /tmp
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(req['tmp_size'])},mode=1777")
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={int(req['tmp_size'])},nr_inodes={int(req['disk_inodes'])},mode=1777")
     for fd, path in keep_ro:  # the Python environment, if it lies under /tmp: back, read-only
         _makedirs_root(path)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
@@ -190,10 +193,11 @@ def _isolate(req: dict) -> None:
         os.close(fd)
     if os.path.isdir(req["jobs_root"]):  # still visible (not under /tmp): cover it
         _mount("tmpfs", req["jobs_root"], "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-    for fd, path in keep:  # the kernel's own folders only, bound back from the fds opened above
+    for fd, path in keep:  # the kernel's own run dir only, bound back from the fd opened above
         _makedirs_root(path)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
+    _disk(work, req)
     if os.path.isdir("/dev/pts"):  # its own ptys (bwrap's /dev/ptmx is a link to pts/ptmx)
         _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     socket.sethostname("sandbox")
@@ -201,6 +205,24 @@ def _isolate(req: dict) -> None:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", _ioctl(s, SIOCGIFFLAGS, ifreq))[1]
         _ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _disk(work: tuple[int, str], req: dict) -> None:
+    """The kernel's workdir: a tmpfs of its own (``disk_limit`` bytes, ``disk_inodes`` files), the
+    job's files copied in from the host folder (still reachable through its fd) and given to the
+    kernel's uid. The copy is charged to the kernel's memory cgroup, joined before the request."""
+    import shutil
+    fd, path = work
+    _makedirs_root(path)
+    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={int(req['disk_limit'])},nr_inodes={int(req['disk_inodes'])},mode=0755")
+    shutil.copytree(f"/proc/self/fd/{fd}", path, symlinks=True, dirs_exist_ok=True)
+    os.close(fd)
+    uid, gid = int(req["uid"]), int(req["gid"])
+    for folder, dirs, files in os.walk(path):
+        os.chown(folder, uid, gid, follow_symlinks=False)
+        for name in files:
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
 
 def _makedirs_root(path: str) -> None:

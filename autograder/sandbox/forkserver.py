@@ -1,6 +1,6 @@
 """Grading kernels forked from a warm server, with the sandbox's protections.
 
-Starting a grading kernel in the plain sandbox (autograder/sandbox.py) costs a Python start,
+Starting a grading kernel in the plain sandbox (:mod:`.box`) costs a Python start,
 ipykernel's imports and then ``import torch, transformer_lens`` in the first cell: seconds per
 submission before any student code runs. A :class:`ForkServer` pays that once: it is a Python
 process in its own bwrap sandbox that has imported a preload list (ipykernel, numpy, torch,
@@ -13,8 +13,9 @@ Isolation of a forked kernel (see forkserver_child.py for the mechanics), the sa
 
 - filesystem: the server's bwrap shows the system and Python directories read-only and one jobs
   root read-write; each kernel gets a new mount namespace in which the jobs root is covered by an
-  empty tmpfs and only its own workdir and run dir (connection file, ipc sockets) are bound back,
-  plus a fresh /tmp and /dev/shm; the course directory, store, gradebook, other submissions and
+  empty tmpfs, its run dir (connection file, ipc sockets) is bound back and its workdir is a tmpfs
+  of its own (``disk_limit`` bytes, ``disk_inodes`` files) holding a copy of the job's files, plus
+  a fresh /tmp (``tmp_size``, ``disk_inodes``) and /dev/shm; the course directory, store, gradebook, other submissions and
   other kernels' workdirs are not there;
 - network: a new network namespace per kernel (its own loopback only; not the host's, not the
   server's, not another kernel's); the grader talks to it over ipc sockets in its run dir;
@@ -23,11 +24,13 @@ Isolation of a forked kernel (see forkserver_child.py for the mechanics), the sa
   cgroup/uid sweep runs afterwards as for the plain sandbox;
 - user: the slot's uid/gid (``uid_base + slot``), no supplementary groups, an empty capability
   bounding set, no_new_privs;
-- limits: the same rlimits as the plain sandbox (data, file size, open files, CPU, no core dumps,
-  processes per uid) and the slot's memory and pids cgroups, joined before anything is set up;
+- limits: the policy's rlimits (:meth:`SandboxPolicy.rlimits`, as for the plain sandbox) and the
+  slot's memory and pids cgroups, joined before anything is set up;
 - the control socket is a socketpair fd inherited by the server, closed in every child; the
-  kernel's environment is the allow-listed one of :func:`sandbox.sandbox_env`, sent to that child
-  only.
+  kernel's environment is the allow-listed one of :func:`.command.sandbox_env`, sent to that child
+  only; the server's own is :func:`.command.server_env` (no grading data);
+- the server's folders are made by ``mkdtemp`` (root-only, unguessable name), so no local user can
+  squat them.
 
 What differs from a kernel started from scratch (none of it carries data from one submission to
 the next): every kernel of one server is a copy of the same process, so it shares the server's
@@ -38,19 +41,17 @@ layout matters only to an exploit of a memory bug in a process the kernel can se
 kernel can reach neither the server nor its supervisor (other namespaces, no shared fd). The server
 and its kernels share bwrap's read-only /dev (each kernel has its own /dev/pts, /dev/shm and /tmp).
 ``pwd.getpwuid(uid).pw_dir`` is /nonexistent (HOME is the workdir, as in the plain sandbox). Files
-the kernel writes stay in the workdir under the jobs root (a workdir given outside it is copied in).
+the kernel writes stay in its tmpfs and vanish with it.
 
-Use: ``ForkServerKernelManager`` as nbclient's ``kernel_manager_class`` instead of
-``SandboxedKernelManager`` (same configuration, plus ``preload``); it uses the process's shared
-server (:func:`shared_server`), started on first use; or pass ``fork_server=`` explicitly.
-Needs root and a working bwrap; otherwise :class:`SandboxError` (use ``SandboxedKernelManager``).
+Use: :class:`~.kernels.ForkServerKernelManager` (it uses the process's :func:`shared_server`, started
+on first use, and falls back to the plain sandbox if it cannot start). Needs root and a working
+bwrap; otherwise :class:`SandboxError`.
 """
 from __future__ import annotations
 
 import atexit
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -65,37 +66,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Instance, List, Unicode
-
-from .sandbox import (
-    MAX_SLOTS,
-    SANDBOX_USER,
-    Capabilities,
-    Sandbox,
-    SandboxedKernelManager,
-    SandboxError,
-    SandboxPolicy,
-    _bwrap_args,
-    _check_exposure,
-    _inside,
-    probe,
-    python_paths,
-)
+from .command import bwrap_args, check_exposure, inside, python_paths, server_env
+from .policy import MAX_SLOTS, SANDBOX_USER, SandboxError, SandboxPolicy
+from .protections import Capabilities, probe
 
 DEFAULT_PRELOAD = ("numpy", "torch", "einops", "jaxtyping", "transformer_lens", "interplab",
                    "ipykernel.kernelapp", "ipykernel.ipkernel")
 CHILD_SCRIPT = Path(__file__).with_name("forkserver_child.py")
 MIN_HEADROOM = 512 << 20  # memory a forked kernel must have beyond what the preloaded modules use
 SCRIPT_IN_SANDBOX = "/opt/interplab/forkserver_child.py"
-# Workdirs live here, like run_job's (a disk-backed temp dir, not the small /run tmpfs).
-RUNTIME_BASE = Path(tempfile.gettempdir()) / "interplab-forkserver"
-# The server's own environment: what imports may read, never a seed, token or host path.
-SERVER_ENV_KEEP = ("LANG", "LANGUAGE", "TZ", "PYTHONHASHSEED", "PYTHONWARNINGS")
-SERVER_ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "LC_", "TORCH_", "CUDA_", "NVIDIA_", "CUBLAS_", "HF_",
-                       "TRANSFORMERS_")
-SERVER_ENV_NEVER = ("TOKEN", "SECRET", "SEED", "PASSWORD", "KEY")
 
 
 @dataclass(frozen=True)
@@ -114,8 +93,10 @@ class ForkServer:
 
     def __init__(self, preload: Iterable[str] = DEFAULT_PRELOAD, policy: SandboxPolicy | None = None, *,
                  caps: Capabilities | None = None, forbidden: Iterable[str | os.PathLike] = (),
-                 start_timeout: float = 300, base_dir: str | os.PathLike = RUNTIME_BASE):
-        self.base_dir = Path(base_dir)
+                 start_timeout: float = 300, base_dir: str | os.PathLike | None = None):
+        # None: a fresh folder made by mkdtemp (root-only, a name nobody can guess or squat first)
+        # in the temp dir, which is disk-backed (the jobs' copies live there), unlike /run.
+        self.base_dir = None if base_dir is None else Path(base_dir)
         self.preload = [str(name) for name in preload]
         self.policy = policy or SandboxPolicy()  # only tmp_size, gpu, extra_ro_paths matter to the server
         self.caps = caps or probe()
@@ -144,27 +125,30 @@ class ForkServer:
             raise
 
     def _start(self) -> "ForkServer":
-        self.base_dir.mkdir(mode=0o755, exist_ok=True)
-        st = self.base_dir.lstat()
-        if self.base_dir.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
-            raise SandboxError(f"{self.base_dir} must be a directory owned by root and writable only by root")
-        self.base = self.base_dir / f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.base.mkdir(mode=0o711)
+        if self.base_dir is None:
+            self.base = Path(tempfile.mkdtemp(prefix="interplab-forkserver-"))
+        else:
+            self.base_dir.mkdir(mode=0o700, exist_ok=True)
+            st = self.base_dir.lstat()
+            if self.base_dir.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
+                raise SandboxError(f"{self.base_dir} must be a directory owned by root and writable only by root")
+            self.base = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.base_dir))
+        os.chmod(self.base, 0o700)
         self.jobs_root = self.base / "j"
         self.jobs_root.mkdir(mode=0o711)
         self._write_etc(self.base / "etc")
         ro = python_paths() + [os.path.abspath(p) for p in self.policy.extra_ro_paths]
         # A child mounts a fresh /tmp and /dev/shm: read-only paths under them (a checkout or venv in
         # /tmp) are bound back into the child, or its Python would vanish.
-        self.ro_under_tmp = [p for p in ro if _inside(p, "/tmp") or _inside(p, "/dev/shm")]
-        _check_exposure(ro, [str(self.jobs_root)], str(self.jobs_root), self.forbidden)
-        args = _bwrap_args(self.caps.bwrap, self.policy, ro, [str(self.jobs_root)], self.base, str(self.jobs_root))
+        self.ro_under_tmp = [p for p in ro if inside(p, "/tmp") or inside(p, "/dev/shm")]
+        check_exposure(ro, [str(self.jobs_root)], str(self.jobs_root), self.forbidden)
+        args = bwrap_args(self.caps.bwrap, self.policy, ro, [str(self.jobs_root)], self.base, str(self.jobs_root))
         args += ["--perms", "0755", "--dir", "/opt/interplab", "--ro-bind", str(CHILD_SCRIPT), SCRIPT_IN_SANDBOX]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [*args, "--", sys.executable, "-s", SCRIPT_IN_SANDBOX, "--control-fd", str(theirs.fileno()),
                 "--preload", ",".join(self.preload)]
         try:
-            self.process = subprocess.Popen(argv, env=self._env(), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            self.process = subprocess.Popen(argv, env=server_env(), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         finally:
             theirs.close()
@@ -182,15 +166,6 @@ class ForkServer:
             raise SandboxError(f"the fork server is not safe to fork from: {self.ready}")
         ours.settimeout(None)
         return self
-
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if (k in SERVER_ENV_KEEP or k.startswith(SERVER_ENV_PREFIXES))
-               and not any(word in k.upper() for word in SERVER_ENV_NEVER)}
-        env.update({"HOME": "/tmp", "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
-                    "TMPDIR": "/tmp", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                    "IPYTHONDIR": "/tmp/.ipython", "MPLCONFIGDIR": "/tmp/.matplotlib", "XDG_CACHE_HOME": "/tmp/.cache",
-                    "XDG_CONFIG_HOME": "/tmp/.config", "USER": SANDBOX_USER, "LOGNAME": SANDBOX_USER})
-        return env
 
     def _write_etc(self, etc: Path) -> None:
         etc.mkdir(mode=0o755)
@@ -270,7 +245,8 @@ class ForkServer:
                 Path(procs).write_text(str(supervisor))
             request = {"workdir": str(job.work), "rundir": str(job.run), "jobs_root": str(self.jobs_root),
                        "connection_file": connection_file, "env": dict(env), "uid": uid, "gid": gid,
-                       "tmp_size": policy.tmp_size, "rlimits": rlimits(policy, own_uid=uid != 0),
+                       "tmp_size": policy.tmp_size, "disk_limit": policy.disk_limit, "disk_inodes": policy.disk_inodes,
+                       "rlimits": policy.rlimits(own_uid=uid != 0),
                        "ro_keep": self.ro_under_tmp}
             ours.send(json.dumps(request).encode())
             answer, init = _recv(ours)
@@ -281,18 +257,6 @@ class ForkServer:
             raise
         ours.settimeout(None)
         return ForkedKernel(ours, supervisor, init)
-
-
-def rlimits(policy: SandboxPolicy, own_uid: bool = True) -> dict[str, tuple[int, int]]:
-    """The rlimits of :func:`sandbox.sandbox_argv`'s prlimit, for ``resource.setrlimit``."""
-    limits = {"RLIMIT_DATA": (policy.memory, policy.memory),
-              "RLIMIT_FSIZE": (policy.max_file_size, policy.max_file_size),
-              "RLIMIT_NOFILE": (policy.open_files, policy.open_files),
-              "RLIMIT_CPU": (policy.cpu_limit, policy.cpu_limit + 5),
-              "RLIMIT_CORE": (0, 0)}
-    if own_uid:  # RLIMIT_NPROC counts per uid: only meaningful with the slot's own uid
-        limits["RLIMIT_NPROC"] = (policy.max_processes, policy.max_processes)
-    return limits
 
 
 def _recv(sock: socket.socket) -> tuple[dict[str, Any], int | None]:
@@ -375,22 +339,29 @@ class ForkedKernel:
 # One server per grading worker process
 
 _SHARED: dict[tuple, ForkServer] = {}
+_FAILED: dict[tuple, SandboxError] = {}  # a server that could not start is not tried again by this process
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_server(preload: Iterable[str] = DEFAULT_PRELOAD, policy: SandboxPolicy | None = None, *,
-                  forbidden: Iterable[str | os.PathLike] = ()) -> ForkServer:
+                  forbidden: Iterable[str | os.PathLike] = (), base_dir: str | os.PathLike | None = None) -> ForkServer:
     """This process's fork server for this configuration, started on first use (and again if it
     died); ended at exit. Call it once when a worker starts to pay the preload before the first job."""
     policy = policy or SandboxPolicy()
     key = (os.getpid(), tuple(preload), policy.tmp_size, policy.gpu, policy.extra_ro_paths, policy.uid_base,
-           tuple(sorted(str(p) for p in forbidden)))
+           tuple(sorted(str(p) for p in forbidden)), str(base_dir))
     with _SHARED_LOCK:
+        if key in _FAILED:
+            raise _FAILED[key]
         server = _SHARED.get(key)
         if server is None or not server.alive:
             if server is not None:
                 server.close()
-            server = _SHARED[key] = ForkServer(preload, policy, forbidden=forbidden).start()
+            try:
+                server = _SHARED[key] = ForkServer(preload, policy, forbidden=forbidden, base_dir=base_dir).start()
+            except SandboxError as exc:
+                _FAILED[key] = exc
+                raise
         return server
 
 
@@ -400,94 +371,3 @@ def close_shared_servers() -> None:
         for server in _SHARED.values():
             server.close()
         _SHARED.clear()
-
-
-# ----------------------------------------------------------------------------------------------
-# The kernel manager
-
-
-class ForkServerProvisioner(LocalProvisioner):
-    """Launches the kernel by asking the manager's fork server instead of running a command."""
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any):
-        km = self.parent
-        assert isinstance(km, ForkServerKernelManager) and km.job is not None and km.sandbox is not None
-        box = km.sandbox
-        try:
-            self.process = km.server().spawn(
-                km.job, km.connection_file, {**kwargs.get("env", {}), "JPY_PARENT_PID": "1"},
-                uid=box.uid, gid=box.gid, policy=km.policy,
-                cgroup_procs=box._cgroups.procs_files if box._cgroups else ())
-        except BaseException:
-            km._close_sandbox()  # no kernel: give the slot, cgroups and workdir back now
-            raise
-        self.pid, self.pgid, self.cwd = self.process.pid, None, str(km.job.work)
-        return self.connection_info
-
-
-class ForkServerKernelManager(SandboxedKernelManager):
-    """:class:`SandboxedKernelManager` whose kernel is forked from a warm :class:`ForkServer`.
-
-    Same configuration (``slot``, ``grading_settings``, ``forbidden_paths``, ``workdir``) plus
-    ``preload``. The kernel's cwd is a fresh folder under the server's jobs root: the ``cwd`` nbclient
-    passes is used if it lies there, otherwise its files are copied in (``job.work`` is the copy)."""
-
-    preload = List(Unicode(), list(DEFAULT_PRELOAD), help="modules the fork server imports once").tag(config=True)
-    fork_server = Instance(ForkServer, allow_none=True, help="default: this process's shared server")
-    job = Instance(JobDir, allow_none=True)
-    _own_job = False
-
-    def server(self) -> ForkServer:
-        if self.fork_server is None or not self.fork_server.alive:
-            self.fork_server = shared_server(self.preload, self.policy, forbidden=self.forbidden_paths)
-        return self.fork_server
-
-    async def _async_pre_start_kernel(self, **kw: Any):
-        self._show_banner_once("  [on]  fork server: kernels are forked from a warm sandboxed server, each in "
-                               "its own namespaces")
-        server = self.server()
-        preloaded = int(server.ready.get("data_bytes", 0))
-        if self.policy.memory < preloaded + MIN_HEADROOM:  # RLIMIT_DATA counts what the kernel inherits
-            raise SandboxError(f"memory_limit ({self.policy.memory >> 20} MiB) leaves a forked kernel less than "
-                               f"{MIN_HEADROOM >> 20} MiB beyond the {preloaded >> 20} MiB its preloaded modules "
-                               "take; raise memory_limit or preload fewer modules")
-        if self.job is None:
-            workdir = Path(self.workdir or kw.get("cwd") or os.getcwd()).resolve()
-            assert server.jobs_root is not None
-            if _inside(str(workdir), str(server.jobs_root)) and workdir.parent.parent == server.jobs_root:
-                run = workdir.parent / "r"
-                run.mkdir(mode=0o700, exist_ok=True)
-                self.job, self._own_job = JobDir(workdir.parent, workdir, run), False
-            else:
-                for hidden in self.forbidden_paths:
-                    if _inside(str(workdir), str(Path(hidden).resolve())):
-                        raise SandboxError(f"the working directory {workdir} lies in {hidden} (must stay hidden)")
-                self.job, self._own_job = server.job_dir(workdir), True
-        if self.sandbox is None:
-            self.sandbox = Sandbox(self.job.work, self.policy, self.slot, forbidden=self.forbidden_paths).open()
-            if not self.sandbox.switches_user:
-                self._close_sandbox()
-                raise SandboxError("the fork server runs kernels as the slot's own uid, which needs util-linux "
-                                   "setpriv here (apt-get install util-linux): use SandboxedKernelManager")
-            self.sandbox.chown_for_sandbox(self.job.run)
-        self.transport = "ipc"
-        self.ip = str(self.job.run / "kernel")
-        self.connection_file = str(self.job.run / "kernel.json")
-        kw["cwd"] = str(self.job.work)
-        kw["env"] = self.sandbox.env(kw.get("env"))
-        self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
-        if self.provisioner is None:
-            self.provisioner = ForkServerProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec,
-                                                     parent=self)
-        return await AsyncKernelManager._async_pre_start_kernel(self, **kw)
-
-    def _close_sandbox(self) -> None:
-        process = getattr(self.provisioner, "process", None)
-        if isinstance(process, ForkedKernel):
-            process.kill()
-            process.close()
-        super()._close_sandbox()
-        if self.job is not None:  # a copy we made goes; a workdir we were given stays (its run dir goes)
-            shutil.rmtree(self.job.root if self._own_job else self.job.run, ignore_errors=True)
-            self.job = None
-
