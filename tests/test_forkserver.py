@@ -21,8 +21,15 @@ from nbclient import NotebookClient
 from traitlets.config import Config
 
 from interplab.autograder.sandbox import (
-    DEFAULT_PRELOAD, ForkServer, ForkServerKernelManager, SandboxError, SandboxedKernelManager, SandboxPolicy,
-    pids_of_uid, probe, shared_server,
+    DEFAULT_PRELOAD,
+    ForkServer,
+    ForkServerKernelManager,
+    SandboxedKernelManager,
+    SandboxError,
+    SandboxPolicy,
+    pids_of_uid,
+    probe,
+    shared_server,
 )
 from interplab.autograder.sandbox.forkserver import ForkedKernel
 
