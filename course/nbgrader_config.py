@@ -8,10 +8,14 @@ import os
 import tomllib
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.converters import GenerateFeedback
 from nbgrader.preprocessors import (
     AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
 )
 
+from interplab.autograder.pages import (
+    FEEDBACK_TEMPLATE, FEEDBACK_TEMPLATE_DIRS, FEEDBACK_TEMPLATE_PATHS, NeutraliseStudentContent,
+)
 from interplab.autograder.steps import GradingExecute, VerifyChecks
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
@@ -32,6 +36,7 @@ c.ExchangeFactory.collect = "interplab.autograder.hub_exchange.PerStudentInboxCo
 c.Autograde.autograde_preprocessors = [
     GradingExecute,
     VerifyChecks,
+    NeutraliseStudentContent,  # nothing the student wrote runs as script where the notebook is shown
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
@@ -39,6 +44,13 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+# Feedback: our template (a Content-Security-Policy that lets no script run, a table of the
+# exercises), for feedback only (the formgrader keeps its own); the notebook neutralised again first.
+c.GenerateFeedback.HTMLExporter.template_name = FEEDBACK_TEMPLATE
+c.GenerateFeedback.HTMLExporter.extra_template_basedirs = FEEDBACK_TEMPLATE_DIRS
+c.GenerateFeedback.HTMLExporter.extra_template_paths = FEEDBACK_TEMPLATE_PATHS
+c.GenerateFeedback.preprocessors = [NeutraliseStudentContent, *GenerateFeedback.class_traits()["preprocessors"].default()]
+
 with open(os.path.join(here, "course.toml"), "rb") as handle:
     grading = tomllib.load(handle).get("grading", {})
 c.Execute.timeout = int(grading.get("cell_timeout", 120))
