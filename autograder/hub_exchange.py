@@ -10,17 +10,26 @@ submissions, and the folder name, not the student-controlled file name, says who
 
 ``PerStudentInboxCollect`` is the instructor's side: it collects both layouts (nbgrader's flat
 ``inbound/<student>+<assignment>+<time>`` and ``inbound/<student>/<student>+...``) and refuses a
-nested submission whose file name claims another student than its folder. Select it in the
+nested submission whose file name claims another student than its folder. Like nbgrader's, it
+takes each student's newest submission, but only among acceptable ones: a submission whose folder
+holds a link or anything else ``check_submission_tree`` refuses, or whose student id is not a plain
+name, is refused with an error in the log (nbgrader's copy would follow a symbolic link, as root,
+to any file on the host). The copy is made from a private snapshot taken without following links
+and checked again, so swapping a file for a link during the collect gains nothing. Select it in the
 formgrader's nbgrader config: ``c.ExchangeFactory.collect = "interplab.autograder.hub_exchange.PerStudentInboxCollect"``.
 """
 from __future__ import annotations
 
 import glob
 import os
+import shutil
+import tempfile
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.exchange.default.collect import ExchangeCollect, groupby
 from nbgrader.utils import check_mode
+
+from interplab.autograder.submissions import check_submission_tree, valid_student_id
 
 
 class PerStudentInboxCollect(ExchangeCollect):
@@ -31,16 +40,44 @@ class PerStudentInboxCollect(ExchangeCollect):
         assignment = self.coursedir.assignment_id
         records = []
         for path in glob.glob(os.path.join(self.inbound_path, f"{student_id}+{assignment}+*")):
-            records.append(self._path_to_record(path))
+            record = self._path_to_record(path)
+            if self._acceptable(path, record["username"]):
+                records.append(record)
         for path in glob.glob(os.path.join(self.inbound_path, "*", f"{student_id}+{assignment}+*")):
-            folder = os.path.basename(os.path.dirname(path))
+            inbox = os.path.dirname(path)
+            folder = os.path.basename(inbox)
             record = self._path_to_record(path)
             if record["username"] != folder:
                 self.log.warning("refusing %s: submitted as %r from the inbox of %r", path, record["username"], folder)
                 continue
-            record["filename"] = os.path.join(folder, record["filename"])
-            records.append(record)
+            if os.path.islink(inbox):
+                self.log.error("refusing %s: the inbox %r is a symbolic link", path, folder)
+                continue
+            if self._acceptable(path, record["username"]):
+                record["filename"] = os.path.join(folder, record["filename"])
+                records.append(record)
         return records
+
+    def _acceptable(self, path: str, student: str) -> bool:
+        if not valid_student_id(student):
+            self.log.error("refusing %s: %r is not a plain student id (letters, digits, _ . @ -)", path, student)
+            return False
+        problems = check_submission_tree(path)
+        if problems:
+            self.log.error("refusing %s from %r: %s", path, student, "; ".join(problems))
+        return not problems
+
+    def do_copy(self, src: str, dest: str, log=None) -> None:
+        """nbgrader's copy, made from a private snapshot that copied links as links and was checked:
+        a student who swaps a file for a link after ``_acceptable`` gets nothing collected."""
+        with tempfile.TemporaryDirectory(prefix="interplab-collect-") as private:
+            snapshot = os.path.join(private, "submission")
+            shutil.copytree(src, snapshot, symlinks=True)
+            problems = check_submission_tree(snapshot)
+            if problems:
+                self.log.error("refusing %s: it changed while being collected: %s", src, "; ".join(problems))
+                return
+            super().do_copy(snapshot, dest, log)
 
     def init_src(self):
         if self.coursedir.course_id == "":

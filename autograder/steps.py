@@ -308,10 +308,13 @@ def verify_notebook(nb: NotebookNode, references: dict[str, Any], exercises: dic
     """Judge every test cell of an executed grading-mode notebook and rewrite its outputs in place.
 
     Check bundles are removed from every cell (they hold the student's outputs on hidden inputs,
-    which for a correct answer equal hidden reference values, so they must not reach feedback)."""
+    which for a correct answer equal hidden reference values, so they must not reach feedback).
+    Each test cell's verdicts are kept in its metadata (``interplab.verdicts``) for the feedback's
+    table of exercises."""
     cells_map: dict[str, list[str]] = references["cells"]
     results = []
     for cell in nb.cells:
+        cell.get("metadata", {}).pop("interplab", None)  # verdicts come from here only, never from the submission
         if cell.get("cell_type") != "code":
             continue
         outputs = list(cell.get("outputs", []))
@@ -328,5 +331,13 @@ def verify_notebook(nb: NotebookNode, references: dict[str, Any], exercises: dic
         points = float(meta.get("points", 0))
         verdicts = judge_cell(cells_map[grade_id], bundles, exercises, references, _kernel_error(outputs))
         cell.outputs, score = render_outputs(verdicts, points, cell.get("execution_count"))
+        cell.metadata["interplab"] = {"verdicts": verdict_records(verdicts, points)}
         results.append(CellResult(grade_id, points, score, verdicts))
     return results
+
+
+def verdict_records(verdicts: list[Verdict], points: float) -> list[dict[str, Any]]:
+    """What the feedback's table shows of each exercise of a test cell (its points split evenly)."""
+    share = points / len(verdicts) if verdicts else 0.0
+    return [{"exercise": v.exercise, "points": round(share, 4), "score": round(share * v.fraction, 4),
+             "passed": v.passed, "message": v.message, "mistake": v.mistake} for v in verdicts]

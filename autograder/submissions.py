@@ -1,10 +1,14 @@
-"""What a submission may be, in one place: the rule that collect (``hub_exchange.py``) and grade
-(``grade.py``) both apply before reading anything a student handed in.
+"""What a submission folder and a student id may be: the one place for both rules.
 
-A student controls the names and the kind of every entry of their submission. A symlink, or a hard
-link whose other name lies outside the submission, would make the grader read (and copy into the
-student's feedback) a file the student cannot read, e.g. the instructor's source notebook; a
-student id that is not a plain name would make paths built from it point elsewhere.
+A submission is copied by the instructor's tools (nbgrader's collect, run as root on a hub) and
+read by the grader, so anything in it that points elsewhere would make them copy or read a file the
+student cannot: a symbolic link to the instructor's source notebook scores full marks and puts the
+solution into the student's feedback. A submission folder is therefore refused when anything in it
+is not a plain file or folder of its own: a symbolic link (anywhere, the folder itself included), a
+hard link to a file outside the folder, a mount point, a device, socket or pipe.
+
+Student ids become folder names, exchange file names (``<student>+<assignment>+<time>``) and text on
+the formgrader's pages, so only plain names are accepted.
 """
 from __future__ import annotations
 
@@ -14,59 +18,72 @@ import stat
 from collections import Counter
 from pathlib import Path
 
-# Letters, digits and . _ @ - (e-mail style ids too), at most 64 characters, starting with a letter
-# or digit (so never "." or ".."), and no ".." anywhere.
-STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# Letters, digits and ``_ . @ -`` (e-mail-like hub names), not starting with a dot or a dash: no
+# path separator, no ``+`` (the exchange's field separator), no markup, no shell or glob characters.
+_STUDENT_ID = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@-]{0,63}")
 
 
-def student_id_problem(student: str) -> str | None:
-    """Why ``student`` is not a plain name, or None."""
-    if not STUDENT_ID.fullmatch(student) or ".." in student:
-        return f"student id {student!r} is not a plain name (letters, digits, . _ @ -; at most 64)"
-    return None
+def valid_student_id(name: str) -> bool:
+    """True for a plain name usable as a folder name, an exchange file name and page text."""
+    return isinstance(name, str) and _STUDENT_ID.fullmatch(name) is not None and ".." not in name
 
 
-def submission_problems(folder: Path) -> list[str]:
-    """Why the submission in ``folder`` must not be read: each entry (the folder itself included)
-    that is a symlink, a special file, a hard link whose other names are outside the folder, or
-    that resolves outside the folder. Empty when the submission is safe to read."""
-    problems: list[str] = []
+def check_submission_tree(folder: str | os.PathLike[str]) -> list[str]:
+    """Why ``folder`` cannot be accepted as a submission (paths relative to it), or ``[]``.
+
+    Nothing is followed: links are reported, never read through."""
     folder = Path(folder)
     try:
         top = folder.lstat()
     except OSError as exc:
-        return [f"cannot read the submission folder ({exc.strerror})"]
-    if stat.S_ISLNK(top.st_mode) or not stat.S_ISDIR(top.st_mode):
-        return ["the submission folder is a link or not a folder"]
-    real = folder.resolve()
-    links: Counter[tuple[int, int]] = Counter()
+        return [f"the submission folder cannot be read ({exc.strerror})"]
+    if stat.S_ISLNK(top.st_mode):
+        return ["the submission folder is a symbolic link"]
+    if not stat.S_ISDIR(top.st_mode):
+        return ["the submission is not a folder"]
+    problems: list[str] = []
+    links: Counter[tuple[int, int]] = Counter()  # (device, inode) of files seen, to count hard links
     files: dict[tuple[int, int], tuple[str, int]] = {}
-    for directory, dirnames, filenames in os.walk(folder, followlinks=False):
-        for name in [*dirnames, *filenames]:
-            path = Path(directory) / name
-            rel = str(path.relative_to(folder))
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                problems.append(f"{rel} is a symbolic link")
-            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-                problems.append(f"{rel} is not a regular file")
-            elif real not in path.resolve().parents:
-                problems.append(f"{rel} resolves outside the submission")
-            elif stat.S_ISREG(st.st_mode):
-                links[(st.st_dev, st.st_ino)] += 1
-                files[(st.st_dev, st.st_ino)] = (rel, st.st_nlink)
-    for inode, (rel, nlink) in sorted(files.items(), key=lambda item: item[1][0]):
-        if nlink > links[inode]:
-            problems.append(f"{rel} is a hard link to a file outside the submission")
+
+    def walk(directory: Path) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(f"{_rel(directory, folder)}: cannot be read ({exc.strerror})")
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                problems.append(f"{_rel(path, folder)} is a symbolic link (to {os.readlink(path)!r})")
+            elif stat.S_ISDIR(info.st_mode) and info.st_dev != top.st_dev:
+                problems.append(f"{_rel(path, folder)} is another file system mounted into the submission")
+            elif stat.S_ISDIR(info.st_mode):
+                walk(path)
+            elif not stat.S_ISREG(info.st_mode):
+                problems.append(f"{_rel(path, folder)} is not a regular file")
+            else:
+                key = (info.st_dev, info.st_ino)
+                links[key] += 1
+                files.setdefault(key, (_rel(path, folder), info.st_nlink))
+
+    walk(folder)
+    for key, (name, nlink) in files.items():
+        if nlink > links[key]:
+            problems.append(f"{name} is a hard link to a file outside the submission")
     return problems
 
 
+def _rel(path: Path, folder: Path) -> str:
+    return str(path.relative_to(folder)) if path != folder else "."
+
+
 def refusal(folder: Path, student: str) -> str | None:
-    """The ``status`` of a submission that is refused unread, or None when it may be read."""
-    problem = student_id_problem(student)
-    if problem:
-        return f"refused: {problem}"
-    problems = submission_problems(folder)
+    """The grade ``status`` of a submission that is refused unread, or None when it may be read."""
+    if not valid_student_id(student):
+        return f"refused: student id {student!r} is not a plain name (letters, digits, _ . @ -; at most 64)"
+    problems = check_submission_tree(folder)
     if problems:
-        return "refused, not read: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        return "refused, not read: " + "; ".join(problems[:5]) + more
     return None

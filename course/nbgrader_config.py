@@ -8,10 +8,14 @@ all give the same tamper-proof grades."""
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.converters import GenerateFeedback
 from nbgrader.preprocessors import (
     AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
 )
 
+from interplab.autograder.pages import (
+    FEEDBACK_TEMPLATE, FEEDBACK_TEMPLATE_DIRS, FEEDBACK_TEMPLATE_PATHS, NeutraliseStudentContent,
+)
 from interplab.autograder.sandbox import SandboxPolicy
 from interplab.autograder.steps import GradingExecute, ReplayExecution, VerifyChecks
 
@@ -34,6 +38,7 @@ c.Autograde.autograde_preprocessors = [
     ReplayExecution,
     GradingExecute,
     VerifyChecks,
+    NeutraliseStudentContent,  # nothing the student wrote runs as script where the notebook is shown
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
@@ -41,6 +46,13 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+# Feedback: our template (a Content-Security-Policy that lets no script run, a table of the
+# exercises), for feedback only (the formgrader keeps its own); the notebook neutralised again first.
+c.GenerateFeedback.HTMLExporter.template_name = FEEDBACK_TEMPLATE
+c.GenerateFeedback.HTMLExporter.extra_template_basedirs = FEEDBACK_TEMPLATE_DIRS
+c.GenerateFeedback.HTMLExporter.extra_template_paths = FEEDBACK_TEMPLATE_PATHS
+c.GenerateFeedback.preprocessors = [NeutraliseStudentContent, *GenerateFeedback.class_traits()["preprocessors"].default()]
+
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
 # Grading kernels run sandboxed with course.toml's [grading] limits (validated here, read by
 # GradingExecute and the kernel managers) and must never see the course directory.

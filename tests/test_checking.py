@@ -177,6 +177,24 @@ def test_judge_names_the_known_mistake():
     assert "known mistake" not in other.message
 
 
+def test_the_hint_is_given_for_wrong_values_only():
+    """A wrong dtype, shape or an exception is told only that: the hint (about the values) would
+    send the student after an unrelated mistake."""
+    hinted = Exercise(id="t.softmax", make_case=_case, hint="subtract the row maximum first", probes=SOFTMAX.probes)
+    refs = _refs(hinted, _softmax)
+    for wrong, about in [(lambda x: _softmax(x).astype(np.float16), "expected dtype float32, got float16"),
+                         (lambda x: _softmax(x)[:, :2], "expected a different shape"),
+                         (lambda x: 1 / 0, "raised ZeroDivisionError")]:
+        verdict = judge(hinted, _refs(hinted, wrong), refs)
+        assert about in verdict.message and "Hint" not in verdict.message and verdict.mistake == ""
+    values = judge(hinted, _refs(hinted, lambda x: _softmax(x) * 2), refs)
+    assert "values differ" in values.message and values.message.endswith(". Hint: subtract the row maximum first")
+    probe = _refs(hinted, hinted.probes[0].fn)
+    probed = judge(hinted, probe, refs, {"axis0": probe})
+    assert probed.mistake == "you normalised over the wrong axis"
+    assert "This matches a known mistake: you normalised over the wrong axis" in probed.message
+
+
 def test_judge_rejects_malformed_outcomes():
     refs = _refs(SOFTMAX, _softmax)
     with pytest.raises(MalformedData):

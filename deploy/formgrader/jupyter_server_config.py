@@ -12,6 +12,8 @@ c.ServerApp.jpserver_extensions = {
     "nbgrader.server_extensions.assignment_list": False,
     "nbgrader.server_extensions.course_list": False,
     "nbgrader.server_extensions.validate_assignment": True,
+    # a Content-Security-Policy on every response; files from the course (submissions) only as downloads
+    "interplab.autograder.formgrader_csp": True,
 }
 c.ServerApp.default_url = "/formgrader"
 c.LabApp.news_url = None

@@ -91,6 +91,7 @@ class Verdict:
     passed: bool
     fraction: float  # of the cases that carry points (hidden when grading, public in self-study)
     message: str
+    mistake: str = ""  # the message of the known mistake (probe) the outputs matched, if any
 
 
 @dataclass
@@ -288,6 +289,11 @@ def _dtype_name(array: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class ValueProblem(str):
+    """A problem with the values themselves (right structure, shape and dtype): the only kind of
+    failure the exercise's hint is about."""
+
+
 def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, path: str = "output") -> str | None:
     """None when ``output`` matches ``reference``; otherwise what is wrong, in one sentence.
 
@@ -320,7 +326,7 @@ def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, pat
         if detailed:
             index = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
             where += f"; first at index {index}: expected {_scalar(reference[index])}, got {_scalar(output[index])}"
-        return f"{path}: {where}"
+        return ValueProblem(f"{path}: {where}")
     if isinstance(reference, list):
         if not isinstance(output, list):
             return f"{path} should be a list/tuple, got {_kind(output)}"
@@ -343,7 +349,7 @@ def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, pat
         return None
     if output != reference or type(output) is not type(reference):
         shown = f"expected {reference!r}, got {output!r}" if detailed else f"got {output!r}, which is wrong"
-        return f"{path}: {shown}"
+        return ValueProblem(f"{path}: {shown}")
     return None
 
 
@@ -376,7 +382,7 @@ def _outcome_problem(exercise: Exercise, outcome: Any, reference: Any, detailed:
     ref = decode(reference["output"])
     if exercise.judge is not None:
         ok, message = exercise.judge(output, ref)
-        return None if ok else message
+        return None if ok else ValueProblem(message)
     return compare(exercise, output, ref, detailed)
 
 
@@ -393,6 +399,7 @@ def judge(
     answer that reproduces the public references earns nothing. Public failures are reported in
     detail (the public references are public anyway); hidden ones never show a value."""
     messages: list[str] = []
+    all_problems: list[str | None] = []
     fraction = 0.0
     failed_cases: dict[str, list[int]] = {}
     for split in SPLITS:
@@ -403,6 +410,7 @@ def judge(
         if not isinstance(outs, list) or len(outs) != len(refs):
             raise MalformedData(f"expected {len(refs)} {split} outcomes")
         problems = [_outcome_problem(exercise, o, r, detailed=(split == "public")) for o, r in zip(outs, refs)]
+        all_problems += problems
         failed = [i for i, p in enumerate(problems) if p]
         failed_cases[split] = failed
         if failed:
@@ -412,13 +420,13 @@ def judge(
         if split == scored_split:
             fraction = (len(refs) - len(failed)) / len(refs) if refs else 0.0
     passed = not any(failed_cases.values())
-    if not passed and probes:
-        diagnosis = _diagnose(exercise, outputs, probes, failed_cases)
-        if diagnosis:
-            messages.append(diagnosis)
-    hint = f". Hint: {exercise.hint}" if exercise.hint and not passed else ""
+    mistake = _diagnose(exercise, outputs, probes, failed_cases) if not passed and probes else None
+    if mistake:
+        messages.append(f"This matches a known mistake: {mistake}")
+    # the hint is about getting the values right: it would mislead on a wrong shape, dtype or an error
+    hint = f". Hint: {exercise.hint}" if exercise.hint and any(isinstance(p, ValueProblem) for p in all_problems) else ""
     message = "; ".join(messages) + hint if messages else "all inputs match the reference"
-    return Verdict(exercise.id, passed, fraction, message)
+    return Verdict(exercise.id, passed, fraction, message, mistake or "")
 
 
 def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[str, dict[str, list[Any]]],
@@ -441,7 +449,7 @@ def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[st
                 except (KeyError, IndexError, MalformedData):
                     matched = -10**6
         if matched > 0:
-            return f"This matches a known mistake: {probe.message}"
+            return probe.message
     return None
 
 
