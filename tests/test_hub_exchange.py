@@ -2,6 +2,7 @@
 stock `nbgrader collect`, with InterpLab's collector plugged in through nbgrader's ExchangeFactory."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
