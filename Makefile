@@ -8,7 +8,7 @@ STAMP := $(VENV)/.interplab-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test lab hub build clean
+.PHONY: install test fairness lab hub build clean
 
 $(STAMP): pyproject.toml constraints.txt deploy/system-packages.sh
 	bash deploy/system-packages.sh
@@ -24,6 +24,10 @@ install: $(STAMP)
 test: install
 	$(BIN)/ruff check .   # unused imports, undefined names, import order (pyproject.toml)
 	$(BIN)/python -m pytest
+
+# Before a term: every alternative correct implementation on 100 simulated builds of every exercise.
+fairness: install
+	INTERPLAB_FAIRNESS_SEEDS=100 INTERPLAB_FAIRNESS_TRAINING_SEEDS=100 $(BIN)/python -m pytest tests/test_fairness.py -k "not grade"
 
 build: install
 	$(BIN)/interplab build

@@ -80,6 +80,29 @@ def add_code_cell(notebook: Path, source: str, after_grade_id: str) -> None:
     notebook.write_text(json.dumps(nb))
 
 
+def assignment_slugs() -> list[str]:
+    """Every assignment of the course: a folder of ``assignments/`` with a master and its checks."""
+    root = REPO / "assignments"
+    return sorted(d.name for d in root.iterdir() if (d / f"{d.name}.py").is_file() and (d / "checks.py").is_file())
+
+
+@pytest.fixture(scope="session")
+def built_course(tmp_path_factory):
+    """``built_course(slug)``: a temporary course where ``slug`` was built by the real `interplab
+    build`, once per session and shared by every test that needs it (a test that writes submissions
+    or grades copies it first, or owns the student names it writes)."""
+    courses: dict[str, Path] = {}
+
+    def build(slug: str) -> Path:
+        if slug not in courses:
+            course = make_course(tmp_path_factory.mktemp(slug))
+            interplab("build", "--course", str(course), slug, check=True, timeout=1800)
+            courses[slug] = course
+        return courses[slug]
+
+    return build
+
+
 @pytest.fixture(scope="module")
 def mini_course(tmp_path_factory) -> Path:
     """The test-only `mini` assignment, built once per module."""

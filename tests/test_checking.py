@@ -109,9 +109,76 @@ def test_compare_checks_shape_before_dtype_before_values():
     ref = np.zeros((2, 3), dtype=np.float32)
     assert "expected shape (2, 3), got (3, 2)" in compare(SOFTMAX, np.zeros((3, 2), np.float32), ref, True)
     assert "expected a different shape" in compare(SOFTMAX, np.zeros((3, 2), np.float32), ref, False)
-    assert "expected dtype float32, got float64" in compare(SOFTMAX, np.zeros((2, 3)), ref, True)
-    assert "expected dtype float32, got int64" in compare(SOFTMAX, np.zeros((2, 3), np.int64), ref, True)
+    assert "expected floating values (float32), got int64" in compare(SOFTMAX, np.zeros((2, 3), np.int64), ref, True)
     assert compare(SOFTMAX, ref + 1e-7, ref, True) is None
+
+
+def test_compare_accepts_more_precision_and_refuses_less_naming_the_dtype():
+    ref = np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)
+    assert compare(SOFTMAX, ref.astype(np.float64), ref, True) is None
+    # a float64 answer is held to the reference's (float32) tolerance, not to float64's
+    assert compare(SOFTMAX, ref.astype(np.float64) + 5e-6, ref, True) is None
+    assert "beyond rtol=0.0001" in compare(SOFTMAX, ref.astype(np.float64) + 1e-2, ref, True)
+    message = compare(SOFTMAX, ref.astype(np.float16), ref, True)
+    assert "expected dtype float32 (or more precise), got float16" in message and ".float()" in message
+    assert isinstance(message, checking.FormProblem)
+
+
+def test_compare_accepts_numpy_torch_scalars_and_any_integer_width():
+    ref = decode(encode(torch.tensor([1, 2, 3])))  # int64
+    assert compare(SOFTMAX, decode(encode(np.array([1, 2, 3], dtype=np.int32))), ref, True) is None
+    assert compare(SOFTMAX, decode(encode(np.array([1, 2, 3], dtype=np.uint8))), ref, True) is None
+    assert "expected integers" in compare(SOFTMAX, decode(encode(np.array([1.0, 2.0, 3.0]))), ref, True)
+    scalar = decode(encode(torch.tensor(0.25)))  # a 0-d float32 tensor
+    for answer in (0.25, np.float32(0.25), np.float64(0.25), torch.tensor(0.25, dtype=torch.float64), np.array(0.25)):
+        assert compare(SOFTMAX, decode(encode(answer)), scalar, True) is None, answer
+    assert compare(SOFTMAX, decode(encode(7)), decode(encode(torch.tensor(7, dtype=torch.int32))), True) is None
+    assert compare(SOFTMAX, decode(encode(torch.tensor(True))), True, True) is None
+    assert compare(SOFTMAX, True, decode(encode(torch.tensor(True))), True) is None
+    assert "expected booleans" in compare(SOFTMAX, decode(encode(torch.tensor([1, 0]))), np.array([True, False]), True)
+
+
+def test_strict_exercises_require_the_exact_dtype_and_say_how_to_convert():
+    strict = Exercise(id="t.strict", make_case=_case, strict=True)
+    ref = np.zeros(3, dtype=np.float32)
+    message = compare(strict, np.zeros(3), ref, True)
+    assert "expected dtype float32 exactly" in message and "got float64" in message and ".float()" in message
+    assert "int64 exactly" in compare(strict, np.zeros(3, np.int32), np.zeros(3, np.int64), True)
+    assert compare(strict, ref.copy(), ref, True) is None
+
+
+def test_infinities_and_nans_of_the_reference_are_matched_exactly():
+    ref = np.array([np.inf, -np.inf, np.nan, 1.0])
+    assert compare(SOFTMAX, ref.copy(), ref, True) is None
+    for i, wrong in ((0, 1e300), (0, -np.inf), (1, 0.0), (2, 1.0), (3, np.inf), (3, np.nan)):
+        out = ref.copy()
+        out[i] = wrong
+        assert "1 of 4 values differ" in compare(SOFTMAX, out, ref, True), (i, wrong)
+    # a float32 answer that overflows where the float64 reference is infinite is the same answer
+    assert compare(SOFTMAX, ref.astype(np.float32), ref.astype(np.float32), True) is None
+
+
+def test_freedoms_of_sign_and_row_order():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4, 3))
+    signed = Exercise(id="t.sign", make_case=_case, up_to={"sign"})
+    rows = Exercise(id="t.rows", make_case=_case, up_to={"row_order"})
+    assert compare(signed, -ref, ref, True) is None and compare(SOFTMAX, -ref, ref, True) is not None
+    assert "compared up to sign" in compare(signed, -ref + 1, ref, True)
+    assert compare(rows, ref[[2, 0, 3, 1]], ref, True) is None and compare(SOFTMAX, ref[[2, 0, 3, 1]], ref, True)
+    assert compare(rows, ref[[2, 0, 3, 3]], ref, True) is not None  # a repeated row is not a permutation
+    with pytest.raises(checking.CheckSpecError, match="up_to"):
+        Exercise(id="t.bad", make_case=_case, up_to={"scale"})
+
+
+def test_outliers_allow_a_few_values_beyond_the_tolerance_and_no_more():
+    ref = np.linspace(1, 2, 100)
+    kinked = Exercise(id="t.kink", make_case=_case, outliers=0.03)
+    out = ref.copy()
+    out[[5, 50, 70]] += 0.5  # three gates flipped by float32 noise
+    assert compare(kinked, out, ref, True) is None and compare(SOFTMAX, out, ref, True) is not None
+    out[90] += 0.5
+    assert "4 of 100 values differ" in compare(kinked, out, ref, True) and "at most 3 may" in compare(kinked, out, ref, True)
 
 
 def test_compare_tolerances_are_explicit_per_dtype():
@@ -193,6 +260,16 @@ def test_the_hint_is_given_for_wrong_values_only():
     probed = judge(hinted, probe, refs, {"axis0": probe})
     assert probed.mistake == "you normalised over the wrong axis"
     assert "This matches a known mistake: you normalised over the wrong axis" in probed.message
+
+
+def test_hint_only_for_wrong_values_not_for_a_dtype_or_a_shape():
+    hinted = Exercise(id="t.softmax", make_case=_case, hint="subtract the max before exp")
+    refs = _refs(hinted, _softmax)
+    assert "subtract the max" in judge(hinted, _refs(hinted, lambda x: x), refs).message
+    half = judge(hinted, _refs(hinted, lambda x: _softmax(x).astype(np.float16)), refs)
+    assert not half.passed and "float16" in half.message and "subtract the max" not in half.message
+    assert "subtract the max" not in judge(hinted, _refs(hinted, lambda x: _softmax(x).T), refs).message
+    assert judge(hinted, _refs(hinted, lambda x: _softmax(x).astype(np.float64)), refs).passed
 
 
 def test_judge_rejects_malformed_outcomes():

@@ -12,7 +12,7 @@ import pytest
 
 from interplab.checking import decode
 
-from conftest import edit_solution, interplab, make_course, read_csv, read_csv_rows, tool_env
+from conftest import edit_solution, interplab, read_csv, read_csv_rows, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +51,8 @@ def _leaves(value):
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    course = make_course(tmp_path_factory.mktemp("circuits"))
-    interplab("build", "--course", str(course), "circuits", check=True)
-    return course
+def course(built_course):
+    return built_course("circuits")  # the session's one build of circuits (tests/conftest.py)
 
 
 def _grade_cells(course):

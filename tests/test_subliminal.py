@@ -329,11 +329,10 @@ def test_judge_rejects_malformed_weights_with_a_clear_message(distill_reference)
 
 
 @pytest.mark.slow
-def test_build_validates_and_solution_notebook_checks_within_budget(tmp_path):
-    from conftest import interplab, make_course
+def test_build_validates_and_solution_notebook_checks_within_budget(built_course):
+    from conftest import interplab
 
-    course = make_course(tmp_path)
-    interplab("build", "--course", str(course), "subliminal", check=True, timeout=1800)
+    course = built_course("subliminal")  # the session's one build (tests/conftest.py)
     notebook = course / "source" / "subliminal" / "subliminal.ipynb"
     started = time.perf_counter()
     proc = interplab("check", str(notebook), check=True, timeout=600)

@@ -96,7 +96,10 @@ def _fidelity_case(rng: np.random.Generator) -> dict[str, Any]:
     n, d, d_tc = int(rng.integers(10, 80)), int(rng.integers(3, 16)), int(rng.integers(8, 40))
     y = torch.randn(n, d, generator=g) + torch.randn(d, generator=g) * 3  # a large mean: it must be subtracted
     f = F.relu(torch.randn(n, d_tc, generator=g) - 0.7)
-    return {"y": y, "y_hat": y + torch.randn(n, d, generator=g) * float(rng.uniform(0.1, 1.0)), "f": f}
+    y_hat = y + torch.randn(n, d, generator=g) * float(rng.uniform(0.1, 1.0))
+    # float64: the results leave as Python floats, compared at float64's tolerance, which float32
+    # arithmetic (a different summation order, a float64 mean) missed on some inputs.
+    return {"y": y.double(), "y_hat": y_hat.double(), "f": f.double()}
 
 
 def _fidelity_uncentred(y, y_hat, f):

@@ -166,6 +166,11 @@ def _comp(W_A, W_B):
     return (W_A @ W_B).norm() / (W_A.norm() * W_B.norm())
 
 
+def _dense(matrix: FactoredMatrix | torch.Tensor) -> torch.Tensor:
+    """A circuit returned as a FactoredMatrix or as the dense matrix it stands for: both are correct."""
+    return matrix.AB if isinstance(matrix, FactoredMatrix) else matrix
+
+
 def _composition_probe(k_right="QK.T", order="AB", transpose_out=False):
     def probe(model, kind):
         right = {"Q": model.QK[1], "K": model.QK[1] if k_right == "QK" else model.QK[1].T, "V": model.OV[1]}[kind]
@@ -302,7 +307,7 @@ EXERCISES = [
     Exercise(
         id="circuits.full_ov_circuit",
         make_case=_random_model_head_case,
-        call=lambda fn, case: fn(**case).AB,
+        call=lambda fn, case: _dense(fn(**case)),
         n_public=1, n_hidden=2,
         probes=[
             Probe("transposed", lambda model, layer, head: FactoredMatrix(model.W_E @ model.W_V[layer, head], model.W_O[layer, head] @ model.W_U).T,
@@ -314,7 +319,7 @@ EXERCISES = [
     Exercise(
         id="circuits.pos_qk_circuit",
         make_case=_random_model_head_case,
-        call=lambda fn, case: fn(**case).AB,
+        call=lambda fn, case: _dense(fn(**case)),
         n_public=1, n_hidden=2,
         probes=[
             Probe("transposed", lambda model, layer, head: FactoredMatrix(model.W_pos @ model.W_K[layer, head], (model.W_pos @ model.W_Q[layer, head]).T),

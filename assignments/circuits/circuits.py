@@ -36,6 +36,12 @@
 # initialised models) and compares with the reference; when your answer matches a known mistake,
 # it says which. Conventions used throughout: attention patterns have shape
 # `[batch, head, query_pos, key_pos]`; positions count from 0, where `BOS` sits.
+#
+# What counts as the same answer: a torch tensor or a numpy array; for a single number, a 0-d tensor,
+# a NumPy scalar or a Python float; integers of any width; float64 where float32 is expected (held to
+# the float32 tolerance). A less precise dtype (float16, bfloat16) fails with a message naming the
+# dtype to return. Where a convention matters (an axis order, how ties are broken), the exercise
+# text states it and a failure names it; a failure of dtype or shape alone says only that.
 
 # %% role="locked" grade_id="setup"
 import matplotlib.pyplot as plt

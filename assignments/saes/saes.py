@@ -47,6 +47,12 @@
 # function on freshly generated inputs and compares with the reference; for training exercises it
 # checks *properties* of what you return (for instance, your SAE's explained variance on held-out
 # activations), not exact numbers. When your answer matches a known mistake, the check names it.
+#
+# What counts as the same answer: a torch tensor or a numpy array; for a single number, a 0-d tensor,
+# a NumPy scalar or a Python float; integers of any width; float64 where float32 is expected (held to
+# the float32 tolerance). A less precise dtype (float16, bfloat16) fails with a message naming the
+# dtype to return. Where a convention matters (an axis order, how ties are broken), the exercise
+# text states it and a failure names it; a failure of dtype or shape alone says only that.
 
 # %% role="locked" grade_id="setup"
 import matplotlib.pyplot as plt

@@ -55,6 +55,16 @@
 # The library `interplab.subliminal` holds the same pieces as reference implementations, the data,
 # and the script that measured the reference figures (`python -m interplab.subliminal --card`).
 # You implement the key pieces here; cells marked as demos use your code once it passes.
+#
+# **How the checks work.** Each exercise ends with `check("subliminal.<name>", your_function)`. It runs your
+# function on freshly generated inputs and compares with the reference (for `distill`, properties of the trained students); when your answer matches a
+# known mistake, the check names it.
+#
+# What counts as the same answer: a torch tensor or a numpy array; for a single number, a 0-d tensor,
+# a NumPy scalar or a Python float; integers of any width; float64 where float32 is expected (held to
+# the float32 tolerance). A less precise dtype (float16, bfloat16) fails with a message naming the
+# dtype to return. Where a convention matters (an axis order, how ties are broken), the exercise
+# text states it and a failure names it; a failure of dtype or shape alone says only that.
 
 # %% role="locked" grade_id="setup"
 from dataclasses import replace

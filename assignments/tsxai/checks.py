@@ -291,6 +291,10 @@ TRAIN_MODE_MESSAGE = ("the model was in training mode: BatchNorm normalised with
 EXERCISES = [
     Exercise(
         id="tsxai.saliency", make_case=both(_saliency_case), call=per_dataset,
+        # A batch of one (or any other evaluation order) flips the ReLU gate of a pre-activation
+        # within float32 noise of 0 and moves a few gradient values by up to ~0.2: a correct batch-
+        # of-one answer failed 3 of 100 builds (up to 14 of 450 values, 3 %); every mistake changes most.
+        outliers=0.05,
         probes=[
             Probe("softmax", variant("saliency", model=lambda k: with_softmax(k["model"])), SOFTMAX_MESSAGE),
             Probe("argmax", variant("saliency", target=argmax_target), ARGMAX_MESSAGE),

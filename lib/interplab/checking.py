@@ -26,6 +26,7 @@ whitelisted dtype: never pickle, never code.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -105,6 +106,17 @@ class Exercise:
 
     ``judge`` replaces the closeness comparison for property checks (training-type exercises):
     ``judge(output, reference) -> (ok, message)`` runs in the grader's process on decoded data.
+
+    The comparison accepts every type a correct answer may come in (numpy or torch, any integer
+    width, floats at least as precise as the reference, a Python number or a 0-d tensor for a
+    scalar). ``strict=True`` makes the reference's exact dtype part of the task: the exercise text
+    must say so, and a failure names the conversion. ``up_to`` names the freedoms a correct answer
+    has that the task does not fix: ``"sign"`` (each array may be negated as a whole: a direction)
+    and ``"row_order"`` (the rows of each array may come in any order: a set of features).
+    ``outliers`` is the fraction of each array's values allowed beyond the tolerance, for gradients
+    through ReLUs: float32 noise of another correct evaluation order (a batch of one) flips the gate
+    of a pre-activation near 0 and moves a few values by a lot. Keep it below what any known mistake
+    changes.
     """
 
     id: str
@@ -116,10 +128,16 @@ class Exercise:
     probes: list[Probe] = field(default_factory=list)
     judge: Callable[[Any, Any], tuple[bool, str]] | None = None
     hint: str = ""
+    strict: bool = False
+    up_to: frozenset[str] = frozenset()
+    outliers: float = 0.0
 
     def __post_init__(self) -> None:
         if self.id.count(".") != 1:
             raise CheckSpecError(f"exercise id {self.id!r} must look like '<assignment>.<name>'")
+        self.up_to = frozenset(self.up_to)
+        if not self.up_to <= {"sign", "row_order"}:
+            raise CheckSpecError(f"{self.id}: up_to may name 'sign' and 'row_order', got {sorted(self.up_to)}")
 
     @property
     def assignment(self) -> str:
@@ -294,44 +312,93 @@ class ValueProblem(str):
     failure the exercise's hint is about."""
 
 
+class FormProblem(str):
+    """A failure of type, structure or shape alone (not of values): its message says only what to
+    change, so judging adds no hint about an unrelated mistake."""
+
+
+# Floating dtypes from least to most precise: an output at least as precise as the reference passes
+# when it matches at the reference's tolerance.
+_FLOAT_PRECISION = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
+_CONVERSION = {"float16": ".half() / .astype(np.float16)", "bfloat16": ".bfloat16()",
+               "float32": ".float() / .astype(np.float32)", "float64": ".double() / .astype(np.float64)",
+               "bool": ".bool() / .astype(bool)"}
+
+
+def _dtype_problem(exercise: Exercise, out_dtype: str, ref_dtype: str, ref_kind: str, out_kind: str) -> str | None:
+    """The comparison policy for dtypes (README, "How the checks work"): unless the exercise is
+    ``strict``, any integer width passes for integers and any floating dtype at least as precise as
+    the reference passes for floats; booleans stay booleans."""
+    if exercise.strict:
+        if out_dtype == ref_dtype:
+            return None
+        change = _CONVERSION.get(ref_dtype, f".to({ref_dtype})")
+        return f"expected dtype {ref_dtype} exactly (this exercise makes the dtype part of the task), got {out_dtype}: convert with {change}"
+    if ref_kind in "iu" and out_kind in "iu":
+        return None
+    if ref_kind == "f" and out_kind == "f":
+        if _FLOAT_PRECISION[out_dtype] >= _FLOAT_PRECISION[ref_dtype]:
+            return None
+        return f"expected dtype {ref_dtype} (or more precise), got {out_dtype}: compute or convert with {_CONVERSION[ref_dtype]}"
+    if ref_kind == "b" and out_kind == "b":
+        return None
+    wanted = {"f": f"floating values ({ref_dtype})", "b": "booleans", "i": "integers", "u": "integers"}[ref_kind]
+    change = f"convert with {_CONVERSION[ref_dtype]}" if ref_dtype in _CONVERSION else "return integers, e.g. with .long() / .astype(np.int64)"
+    return f"expected {wanted}, got {out_dtype}: {change}"
+
+
+def _as_bool_array(value: Any) -> Any:
+    """A Python bool where a 0-d boolean tensor is expected (or the reverse) is the same answer."""
+    return np.asarray(value) if isinstance(value, bool) else value
+
+
 def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, path: str = "output") -> str | None:
     """None when ``output`` matches ``reference``; otherwise what is wrong, in one sentence.
 
-    Structure first, then shape, then dtype, then values. With ``detailed=False`` (hidden inputs)
-    the message never contains a reference value or an input."""
+    Structure first, then shape, then dtype (see :func:`_dtype_problem`), then values: floats at the
+    reference dtype's tolerance, infinities and NaNs exactly, everything else exactly; up to a sign
+    or an order of rows where the exercise says so (``up_to``). With ``detailed=False`` (hidden
+    inputs) the message never contains a reference value or an input. Failures of type, structure
+    or shape alone are :class:`FormProblem` messages."""
+    if isinstance(reference, bool) and isinstance(output, np.ndarray) and output.shape == () and output.dtype.kind == "b":
+        output = bool(output)
     if isinstance(reference, np.ndarray):
+        output = _as_bool_array(output) if reference.dtype.kind == "b" else output
         if not isinstance(output, np.ndarray):
-            return f"{path} should be a tensor/array, got {_kind(output)}"
+            return FormProblem(f"{path} should be a tensor/array, got {_kind(output)}")
         if output.shape != reference.shape:
             expected = f"expected shape {tuple(reference.shape)}, " if detailed else "expected a different shape, "
-            return f"{path}: {expected}got {tuple(output.shape)}"
+            return FormProblem(f"{path}: {expected}got {tuple(output.shape)}")
         ref_dtype, out_dtype = _dtype_name(reference), _dtype_name(output)
-        if reference.dtype.kind != output.dtype.kind or (reference.dtype.kind == "f" and ref_dtype != out_dtype):
-            return f"{path}: expected dtype {ref_dtype}, got {out_dtype}"
-        if reference.dtype.kind == "f":
-            rtol, atol = exercise.tolerance(ref_dtype)
-            out64, ref64 = output.astype(np.float64), reference.astype(np.float64)
-            nan_mismatch = np.isnan(out64) != np.isnan(ref64)
-            bad = nan_mismatch | (np.abs(out64 - ref64) > atol + rtol * np.abs(ref64))
-            bad &= ~(np.isnan(out64) & np.isnan(ref64))
-            bad |= np.isinf(out64) & (out64 != ref64)
-        else:
-            bad = output != reference
+        problem = _dtype_problem(exercise, out_dtype, ref_dtype, reference.dtype.kind, output.dtype.kind)
+        if problem:
+            return FormProblem(f"{path}: {problem}")
+        rtol, atol = exercise.tolerance(ref_dtype)
+        bad = _mismatch(reference, output, rtol, atol)
+        if bad.any() and "sign" in exercise.up_to and reference.dtype.kind == "f":
+            flipped = _mismatch(reference, -output, rtol, atol)
+            bad = flipped if flipped.sum() < bad.sum() else bad
+        if bad.any() and "row_order" in exercise.up_to and reference.ndim >= 1:
+            bad = _mismatch(reference, output[_row_matching(reference, output)], rtol, atol)
         n_bad = int(np.count_nonzero(bad))
-        if n_bad == 0:
+        if n_bad <= int(exercise.outliers * bad.size):
             return None
         where = f"{n_bad} of {bad.size} values differ"
         if reference.dtype.kind == "f":
             where += f" beyond rtol={rtol:g}, atol={atol:g}"
+        if exercise.up_to:
+            where += f" (compared up to {' and '.join(sorted(exercise.up_to))})"
+        if exercise.outliers:
+            where += f" (at most {int(exercise.outliers * bad.size)} may)"
         if detailed:
             index = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
             where += f"; first at index {index}: expected {_scalar(reference[index])}, got {_scalar(output[index])}"
         return ValueProblem(f"{path}: {where}")
     if isinstance(reference, list):
         if not isinstance(output, list):
-            return f"{path} should be a list/tuple, got {_kind(output)}"
+            return FormProblem(f"{path} should be a list/tuple, got {_kind(output)}")
         if len(output) != len(reference):
-            return f"{path}: expected {len(reference)} items, got {len(output)}"
+            return FormProblem(f"{path}: expected {len(reference)} items, got {len(output)}")
         for i, (o, r) in enumerate(zip(output, reference)):
             problem = compare(exercise, o, r, detailed, f"{path}[{i}]")
             if problem:
@@ -339,18 +406,45 @@ def compare(exercise: Exercise, output: Any, reference: Any, detailed: bool, pat
         return None
     if isinstance(reference, dict):
         if not isinstance(output, dict):
-            return f"{path} should be a dict, got {_kind(output)}"
+            return FormProblem(f"{path} should be a dict, got {_kind(output)}")
         if set(output) != set(reference):
-            return f"{path}: expected keys {sorted(reference)}, got {sorted(output)}"
+            return FormProblem(f"{path}: expected keys {sorted(reference)}, got {sorted(output)}")
         for key in reference:
             problem = compare(exercise, output[key], reference[key], detailed, f"{path}[{key!r}]")
             if problem:
                 return problem
         return None
-    if output != reference or type(output) is not type(reference):
+    if type(output) is not type(reference):
+        return FormProblem(f"{path} should be {_kind(reference)}, got {_kind(output)}")
+    if output != reference:
         shown = f"expected {reference!r}, got {output!r}" if detailed else f"got {output!r}, which is wrong"
         return ValueProblem(f"{path}: {shown}")
     return None
+
+
+def _mismatch(reference: np.ndarray, output: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    """Where ``output`` differs from ``reference``: floats beyond the tolerance, and a NaN or an
+    infinity of the reference matched only by the same NaN or infinity (never by a finite value)."""
+    if reference.dtype.kind != "f":
+        return np.asarray(output != reference)
+    out64, ref64 = output.astype(np.float64), reference.astype(np.float64)
+    finite = np.isfinite(ref64) & np.isfinite(out64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        close = np.abs(out64 - ref64) <= atol + rtol * np.abs(ref64)
+    same_special = (np.isnan(out64) & np.isnan(ref64)) | (np.isinf(ref64) & (out64 == ref64))
+    return ~np.where(finite, close, same_special)
+
+
+def _row_matching(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """The order of ``output``'s rows (first axis) closest to ``reference``'s (a one-to-one
+    assignment minimising the total absolute difference), for outputs whose order is free."""
+    from scipy.optimize import linear_sum_assignment
+
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    out = output.reshape(len(output), -1).astype(np.float64)
+    cost = np.nan_to_num(np.abs(ref[:, None, :] - out[None, :, :]).sum(-1), nan=1e300, posinf=1e300)
+    _, columns = linear_sum_assignment(cost)
+    return columns
 
 
 def _scalar(value: Any) -> str:
@@ -454,10 +548,7 @@ def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[st
 
 
 def _without_judge(exercise: Exercise) -> Exercise:
-    if exercise.judge is None:
-        return exercise
-    return Exercise(exercise.id, exercise.make_case, exercise.call, exercise.n_public, exercise.n_hidden,
-                    exercise.tolerances, exercise.probes)
+    return exercise if exercise.judge is None else dataclasses.replace(exercise, judge=None)
 
 
 # --------------------------------------------------------------------------------------------
