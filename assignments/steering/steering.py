@@ -199,12 +199,39 @@ for hook_name in RESID_HOOKS:
           f"{float(sentiment_v.norm()):5.2f}   (|residual| at the last token {float(typical):5.1f})")
 
 # %% [markdown]
-# **Questions.** The persona vector read at the `?` is small before layer 1's attention (norm 0.2-1.4
-# at `blocks.0.*` and `blocks.1.hook_resid_pre`) and large after it (19.5 at `blocks.1.hook_resid_mid`);
-# the sentiment vector read at `felt` is zero at `blocks.0.hook_resid_pre` and non-zero from
-# `blocks.0.hook_resid_mid` on. What does this
-# tell you about *which attention layer* moves each variable to the position where it is used? (The
-# `saes` assignment's probe found the same for the persona.)
+# **A confound: position.** The expert and the child answer the earlier questions of a dialogue in
+# their own words, which differ in length, so in some pairs the `?` sits at a different position for
+# the two personas. The token at the `?` is the same, but its positional embedding is not, and the
+# mean difference then carries `mean W_pos[expert_at] - mean W_pos[child_at]` along. How much? We
+# compare with the vector from the length-matched pairs only (same position in both prompts).
+
+# %%
+same_length = expert_at == child_at
+position_gap = lm.W_pos[expert_at].mean(0) - lm.W_pos[child_at].mean(0)
+print(f"{int((~same_length).sum())} of {len(persona_pairs)} pairs put the ? at different positions; "
+      f"|mean W_pos difference| {float(position_gap.norm()):.2f}")
+for hook_name in RESID_HOOKS:
+    persona_v = contrastive_vector(lm, expert_tokens, child_tokens, expert_at, child_at, hook_name)
+    matched_v = contrastive_vector(lm, expert_tokens[same_length], child_tokens[same_length],
+                                   expert_at[same_length], child_at[same_length], hook_name)
+    print(f"{hook_name:26s} all pairs |v| {float(persona_v.norm()):6.2f} (cosine with the position gap "
+          f"{float(F.cosine_similarity(persona_v, position_gap, dim=0)):5.2f})   length-matched |v| "
+          f"{float(matched_v.norm()):6.2f}   cosine(all, matched) {float(F.cosine_similarity(persona_v, matched_v, dim=0)):5.2f}")
+
+# %% [markdown]
+# At `blocks.0.hook_resid_pre` the persona vector of all 64 pairs *is* the positional difference
+# (cosine 1.00, norm 0.24), and the length-matched vector is exactly zero; before layer 1's attention
+# the length-matched vector is small (0.20 at `blocks.0.hook_resid_mid`, 0.31 at `blocks.1.hook_resid_pre`,
+# against 0.92 and 1.40 for all pairs). From `blocks.1.hook_resid_mid` on, where the steering below
+# works, the two vectors agree (cosine 0.997) and the positional part is a few percent (cosine with the
+# position gap 0.04-0.06). We keep all 64 pairs, as CAA would on real data, and read the early-hook
+# norms with this in mind: length-matched pairs (or a position-aware baseline) are the clean control.
+#
+# **Questions.** The persona vector read at the `?` is small before layer 1's attention (and mostly
+# position, as just measured) and large after it (19.5 at `blocks.1.hook_resid_mid`); the sentiment
+# vector read at `felt` is zero at `blocks.0.hook_resid_pre` and non-zero from `blocks.0.hook_resid_mid`
+# on (its pairs have equal lengths). What does this tell you about *which attention layer* moves each
+# variable to the position where it is used? (The `saes` assignment's probe found the same for the persona.)
 #
 # ### 1.2 Adding a vector at chosen positions
 #
@@ -889,5 +916,5 @@ else:
 #   it matches `ablated_logits`.
 # - Beyond addition: Li et al. (2023), [*Inference-Time Intervention*](https://arxiv.org/abs/2306.03341)
 #   (steering attention heads); Zou et al. (2023), [*Representation Engineering*](https://arxiv.org/abs/2310.01405);
-#   Wu et al. (2024), [*AxBench*](https://arxiv.org/abs/2501.17148), which finds that prompting often
+#   Wu et al. (2025), [*AxBench*](https://arxiv.org/abs/2501.17148), which finds that prompting often
 #   beats steering on real models: a reason to always measure the side effects.
