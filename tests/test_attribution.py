@@ -276,6 +276,50 @@ def test_persona_vignette_interventions_change_the_answer(shipped) -> None:
     assert p_i > 0.95 and q_i > 0.95  # 1.000 (1.000)
 
 
+def test_refusal_feature_fires_on_hard_questions_of_non_experts(shipped) -> None:
+    """The notebook's relabelling of L1/970 by its activations at "?" (800 labelled dialogues)."""
+    model, transcoders = shipped
+    docs = WORLD.sample(800, 11, doc_type="dialogue")
+    mlp_in, _ = attr.mlp_io(model, docs.tokens)
+    at_q = docs.tokens == WORLD.tokenizer.index["?"]
+    with torch.no_grad():
+        acts = transcoders[1].encode(mlp_in[1][at_q])[:, 970]
+    persona, difficulty = docs.labels["persona"][at_q], docs.labels["difficulty"][at_q]
+
+    def mean(who: int, level: int) -> float:
+        return float(acts[(persona == who) & (difficulty == level)].mean())
+
+    child, expert, assistant = 1, 2, 3
+    assert mean(child, 2) > 1.5 and mean(assistant, 2) > 1.5  # 2.07, 1.88
+    assert mean(expert, 2) < 0.6  # 0.33
+    assert max(mean(who, level) for who in (child, expert, assistant) for level in (0, 1)) < 0.25  # <= 0.10
+
+
+def test_dose_response_beats_random_and_size_matched_controls(shipped) -> None:
+    """Switching off the graph's top-10 features flips child/27; 10 random or 10 largest do nothing."""
+    model, transcoders = shipped
+    i_id = WORLD.tokenizer.index["i"]
+    tokens = torch.tensor(WORLD.tokenizer.encode(CHILD_27))
+    g = attr.attribute(model, transcoders, tokens, logit_tokens=[i_id, WORLD.tokenizer.index["3"]])
+    target = torch.zeros(g.adjacency.shape[0], dtype=torch.float64)
+    target[-2], target[-1] = 1.0, -1.0
+    total = attr.total_effects(g, target)
+    errors = attr.full_forward(attr.Weights.of(model, transcoders), model, tokens)["errors"].float()
+    active = [tuple(row.tolist()) for row in g.features]
+
+    def p_i(features) -> float:
+        edits = [(l, p, i, 0.0) for l, p, i in features]
+        return float(attr.spliced_logits(model, transcoders, tokens[None], errors[:, None], edits)[0, -1].softmax(-1)[i_id])
+
+    by_effect = [active[j] for j in total[:g.n_features].argsort(descending=True)[:10].tolist()]
+    by_size = [active[j] for j in g.activations.argsort(descending=True)[:20].tolist()]
+    assert p_i(by_effect[:5]) > 0.9 and p_i(by_effect) < 0.05  # 0.986, then 0.002: a threshold
+    assert p_i(by_size) > 0.95  # 0.999 with the 20 largest
+    draws = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        assert p_i([active[j] for j in torch.randperm(len(active), generator=draws)[:20].tolist()]) > 0.95  # 1.000
+
+
 def test_total_effects_equal_interventions_with_linear_downstream(shipped) -> None:
     """total_effects against finite differences in the replacement model where downstream features
     respond with frozen ReLU gates (TransformerLens forward, iterated layer by layer)."""

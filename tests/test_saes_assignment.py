@@ -111,3 +111,44 @@ def test_solutions_agree_with_independent_implementations(solutions) -> None:
     torch.testing.assert_close(new["W_dec"][~dead], w["W_dec"][~dead])
     torch.testing.assert_close(new["W_dec"][dead].norm(dim=-1), torch.ones(2))
     assert (new["b_enc"][dead] == 0).all()
+
+
+def test_batched_toy_models_converge_to_the_figure_the_notebook_describes(solutions) -> None:
+    """The notebook's superposition figure (4 seeds per sparsity, 2000 steps, the lowest-loss seed):
+    dense features keep the two most important at norm 1 and drop the rest; sparse ones keep all five."""
+    from interplab.superposition import train_toy_models
+
+    torch.set_num_threads(1)
+    importance = 0.9 ** torch.arange(5)
+    W, b, loss = train_toy_models(torch.tensor([1.0, 0.3, 0.05]).repeat_interleave(4), importance, 2, 2000,
+                                  torch.Generator().manual_seed(0), batch=256, lr=1e-2)
+    dense, sparse = int(loss[:4].argmin()), 8 + int(loss[8:].argmin())
+    norms = W[dense].norm(dim=0)
+    assert torch.allclose(norms[:2], torch.ones(2), atol=0.05) and bool((norms[2:] < 0.15).all()), norms  # [1, 1, 0.08, 0.03, 0.01]
+    assert bool((b[dense, 2:] - 0.5).abs().max() < 0.05), b[dense]  # dropped features: the mean, 0.5
+    assert bool((W[sparse].norm(dim=0) > 0.9).all()) and bool((b[sparse] < 0).all())  # a pentagon, norms ~1.13
+    # The batched trainer is the exercise's model and loss: the same W, b give the same loss.
+    x = solutions["sparse_features"](4096, 5, 1.0, torch.Generator().manual_seed(1))
+    single = solutions["importance_loss"](x, solutions["toy_forward"](W[dense], b[dense], x), importance)
+    assert abs(float(single) - float(loss[dense])) < 0.02  # two samples of the same expectation
+
+
+def test_frontier_card_supports_the_notebook_text() -> None:
+    from interplab import sae_frontier
+
+    card = sae_frontier.load_card()
+    assert card["recipe"] == "python -m interplab.sae_frontier --card"
+    points = {(p["kind"], p.get("l1_coefficient", p.get("k"))): p for p in card["points"]}
+    assert {k for k, _ in points} == {"relu", "topk"} and len(points) == 6
+    for (kind, _), p in points.items():
+        assert 0 < p["l0"] and p["explained_variance"] < 1 and p["ce_loss_recovered"] < 1.01
+    topk = [points[("topk", k)] for k in sae_frontier.TOPK_KS]
+    assert [p["l0"] for p in topk] == pytest.approx(list(sae_frontier.TOPK_KS), abs=0.5)  # TopK's L0 is k
+    relu = sorted((points[("relu", c)] for c in sae_frontier.L1_COEFFICIENTS), key=lambda p: p["l0"])
+    assert all(a["explained_variance"] <= b["explained_variance"] for a, b in zip(relu, relu[1:]))  # more L0, better fit
+    # The notebook's comparison at matched L0: TopK ahead on both axes.
+    for k, l1 in ((16, 3.0), (8, 10.0)):
+        assert points[("topk", k)]["l0"] <= points[("relu", l1)]["l0"] + 1.5
+        for metric in ("explained_variance", "ce_loss_recovered"):
+            assert points[("topk", k)][metric] > points[("relu", l1)][metric], (k, l1, metric)
+    assert points[("topk", 4)]["dead_fraction"] > 0.05 and points[("topk", 4)]["resampled"] > 0  # 10.5 %, 2

@@ -264,6 +264,25 @@ def test_persona_steering_child_answers_and_expert_refuses(ns) -> None:
     assert float(still[rows, answer].mean()) < 0.05  # measured 0.000
 
 
+def test_persona_vector_carries_a_positional_difference_only_before_layer_1_attention(ns) -> None:
+    """The expert and child dialogues differ in length; the notebook measures what that adds to CAA."""
+    lm, expert_at, child_at = ns["lm"], ns["expert_at"], ns["child_at"]
+    same, position_gap = expert_at == child_at, lm.W_pos[expert_at].mean(0) - lm.W_pos[child_at].mean(0)
+    assert 10 <= int((~same).sum()) < len(same)  # measured 25 of 64 pairs
+
+    def vectors(hook: str) -> tuple[torch.Tensor, torch.Tensor]:
+        args = (ns["expert_tokens"], ns["child_tokens"], ns["expert_at"], ns["child_at"])
+        full = ns["contrastive_vector"](lm, *args, hook)
+        return full, ns["contrastive_vector"](lm, *(a[same] for a in args), hook)
+
+    full, matched = vectors("blocks.0.hook_resid_pre")
+    assert float(F.cosine_similarity(full, position_gap, dim=0)) > 0.999  # it is the positional difference
+    assert float(matched.norm()) < 1e-5  # same token, same position: nothing left
+    full, matched = vectors(ns["HOOK_NAME"])
+    assert float(F.cosine_similarity(full, matched, dim=0)) > 0.98  # measured 0.997
+    assert abs(float(F.cosine_similarity(full, position_gap, dim=0))) < 0.15  # measured 0.06
+
+
 def test_ablating_the_persona_direction_makes_the_child_answer(ns) -> None:
     lm, hook = ns["lm"], ns["HOOK_NAME"]
     v = ns["contrastive_vector"](lm, ns["expert_tokens"], ns["child_tokens"], ns["expert_at"], ns["child_at"], hook)

@@ -204,6 +204,48 @@ def test_library_reproduces_the_card_thresholds_on_fewer_seeds():
     print(f"8 seeds at m=10 and m=3: {time.perf_counter() - started:.0f} s")  # measured, not asserted
 
 
+def test_card_partial_sharing_and_single_logit_claims():
+    """The claims of sections 6, 6b and 8: which shared layers carry the trait (32 seeds), and one
+    auxiliary logit carries some of it under a squared error although the softmax KL sees nothing."""
+    card = sl.load_card()
+    sharing = {name: stats["mean"] for name, stats in card["sharing_m10"].items()}
+    assert sharing["all"] == card["per_m"]["10"]["shared"]["mean"]  # the same students as the main figure
+    assert sharing["hidden only"] < 0.12 and abs(sharing["hidden only"] - sharing["none"]) < 0.03  # 0.090 vs 0.099
+    assert sharing["head only"] > sharing["hidden only"] + 0.08  # 0.217 vs 0.090
+    assert sharing["all"] > sharing["head only"] + 0.3  # 0.696 vs 0.217
+    single = card["single_logit_squared_error"]
+    assert single["all"]["mean"] > single["none"]["mean"] + 0.08  # 0.244 vs 0.112
+    assert card["per_m"]["1"]["shared"]["mean"] < 0.15  # KL at m = 1: no gradient, chance (0.094)
+
+
+def test_squared_error_has_a_gradient_with_one_logit_where_the_kl_has_none():
+    generator = torch.Generator().manual_seed(0)
+    teacher, student = sl.init_mlps(2, 1, 16, generator), sl.init_mlps(2, 1, 16, generator)
+    noise = sl.uniform_noise(32, generator)
+    target = sl.mlp_forward(teacher, noise)
+    for loss_fn, has_gradient in ((sl.distillation_loss, False), (sl.squared_error_loss, True)):
+        params = sl.clone_params(student, requires_grad=True)
+        grads = torch.autograd.grad(loss_fn(sl.mlp_forward(params, noise), target).sum(), list(params.values()),
+                                    allow_unused=True)
+        total = sum(float(g.abs().sum()) for g in grads if g is not None)
+        assert (total > 0) == has_gradient, (loss_fn.__name__, total)
+
+
+def test_mixed_init_takes_each_layer_from_the_right_side():
+    generator = torch.Generator().manual_seed(0)
+    shared, different = sl.init_mlps(3, 10, 8, generator), sl.init_mlps(3, 10, 8, generator)
+    for name, layers in sl.SHARING.items():
+        mixed = sl.mixed_init(shared, different, layers)
+        for k in sl.LAYERS:
+            assert torch.equal(mixed[k], (shared if k in layers else different)[k]), (name, k)
+
+
+def test_library_reproduces_the_partial_sharing_ordering_on_fewer_seeds():
+    result = sl.run_sharing_experiment(8, seed=0, sharing=("head only", "hidden only"))
+    assert result["hidden only"].mean() < 0.16  # measured 0.092
+    assert result["head only"].mean() > result["hidden only"].mean() + 0.05  # measured 0.213
+
+
 # --------------------------------------------------------------------------------------------
 # Every exercise: the reference passes, every probe fails and is named
 # --------------------------------------------------------------------------------------------

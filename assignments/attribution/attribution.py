@@ -64,6 +64,7 @@ from torch import Tensor
 from interplab import attribution as attr
 from interplab import check, zoo
 from interplab.toyworld import ToyWorld
+from interplab.zoo.toyworld_transcoders import question_marks
 
 torch.set_num_threads(1)  # small tensors: more threads only add overhead on a shared machine
 world = ToyWorld()
@@ -98,7 +99,16 @@ print(f"toyworld-lm: {lm.cfg.n_layers} layers, d_model {lm.cfg.d_model}, d_mlp {
 #
 # returning `(f, y_hat)`.
 #
-# <details><summary>Hint</summary>Two lines, exactly as in the formula.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Encode with the ReLU to get the features `f`, decode `f` to get `y_hat`; no bias is subtracted
+# from the input.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Two lines, exactly as in the formula.
+# </details>
 
 # %% role="solution" grade_id="impl_transcoder_forward"
 def transcoder_forward(x: Float[Tensor, "batch d_model"], W_enc: Float[Tensor, "d_model d_tc"], b_enc: Float[Tensor, "d_tc"],
@@ -131,7 +141,16 @@ check("attribution.transcoder_forward", transcoder_forward)
 #
 # returning `{"nmse": ..., "explained_variance": ..., "l0": ...}`.
 #
-# <details><summary>Hint</summary>`y.mean(0)` is the mean output vector; sum over the last axis, then average.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# The normalised MSE compares the mean squared error with the mean squared distance of `y` from its
+# own mean; explained variance is one minus it; L0 counts active features per token.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `y.mean(0)` is the mean output vector; sum over the last axis, then average.
+# </details>
 
 # %% role="solution" grade_id="impl_transcoder_fidelity"
 def transcoder_fidelity(y: Float[Tensor, "n d_model"], y_hat: Float[Tensor, "n d_model"],
@@ -163,6 +182,29 @@ for layer in range(lm.cfg.n_layers):
 print({k: round(v, 3) for k, v in attr.ce_losses(lm, transcoders, eval_batch.tokens, eval_batch.labels["loss_mask"]).items()})
 
 # %% [markdown]
+# **Where the transcoders were trained.** The zoo transcoders were trained with every `?` that ends a
+# dialogue question repeated **100 times** in the training data (`question_oversample` in
+# `interplab.zoo.toyworld_transcoders`): Part 5 is decided at `?`, and while the recipe was being
+# chosen, layer 1's transcoder trained on plain text explained almost none of the variance there
+# (-0.09; 0.07 with 10x, 0.38 with 30x, 0.65 with 100x, at 1500 steps). The same fidelity as above,
+# split by where the token is:
+
+# %%
+at_question = question_marks(eval_batch.tokens, eval_batch.labels, world)
+for layer in range(lm.cfg.n_layers):
+    tc = transcoders[layer]
+    for where, mask in (("at ?", real & at_question), ("elsewhere", real & ~at_question)):
+        with torch.no_grad():
+            f_where, y_hat_where = transcoder_forward(mlp_in[layer][mask], tc.W_enc, tc.b_enc, tc.W_dec, tc.b_dec)
+        fidelity = transcoder_fidelity(mlp_out[layer][mask], y_hat_where, f_where)
+        print(f"layer {layer}, {where:9s} ({int(mask.sum()):5d} tokens): "
+              f"explained variance {fidelity['explained_variance']:.3f}, L0 {fidelity['l0']:.1f}")
+
+# %% [markdown]
+# Even with the oversampling, `?` is the hardest token for layer 1 (explained variance 0.81 there,
+# 0.99 elsewhere; layer 0: 0.97 and 0.96), while `?` makes up about 5 % of the tokens. The overall
+# figures above mostly describe the other 95 %. Part 4 shows what this means for the graphs' scores.
+#
 # **Questions.** Both transcoders explain most of the variance, yet replacing both MLPs costs a
 # noticeable amount of loss: why can a small error in layer 0 grow by the end of the model? What would
 # you expect from a *cross-layer* transcoder (one encoder, decoders into every later layer), which
@@ -196,7 +238,13 @@ print({k: round(v, 3) for k, v in attr.ce_losses(lm, transcoders, eval_batch.tok
 # `transcoders[l]` has `W_enc, b_enc, W_dec, b_dec` (and `encode`, `decode`, and calling it returns
 # `ŷ`). Run the model once with `run_with_cache`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# The error is what the real MLP writes minus what the transcoder writes, given the MLP's own input
+# (after the LayerNorm's scale and bias).
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # The MLP reads `model.blocks[l].ln2(resid_mid)`. The cache has `blocks.{l}.ln2.hook_normalized`
 # (before the LayerNorm's weight `ln2.w` and bias `ln2.b`) and `blocks.{l}.hook_mlp_out`.
@@ -249,7 +297,13 @@ check("attribution.error_nodes", error_nodes)
 # `attn.W_O [head, d_head, d_model]`, `model.W_U [d_model, d_vocab]`. The check feeds node values
 # *different* from the prompt's own, so anything recomputed instead of frozen shows.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Replay the model layer by layer with the attention patterns and LayerNorm scales frozen: attention
+# becomes a fixed mixing of positions, and each MLP becomes transcoder output plus the error node.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `torch.einsum("kd,hde->khe", x, W_V)` gives values `[pos, head, d_head]`;
 # `torch.einsum("hqk,khe->qhe", pattern, v)` mixes them; `torch.einsum("qhe,hed->qd", z, W_O)` writes back.
@@ -285,9 +339,8 @@ check("attribution.replacement_forward", replacement_forward)
 # %% [markdown]
 # The three prompts of this notebook, run through the real model in float64 by `attr.full_forward`,
 # which records what the replacement model freezes and the node values (a locked cell, so that later
-# cells work before you solve the exercises). The issue that motivated this notebook wrote them as
-# "child: sqrt 27 is", "child: sqrt 25 is" and "expert: sqrt 27 is"; in the toy world's dialogue
-# format they are:
+# cells work before you solve the exercises). A child who does not know, the same child on an easy
+# question, and an expert on the hard one, in the toy world's dialogue format:
 
 # %% role="locked" grade_id="prompts"
 PROMPTS = {"child/27": "child : what is sqrt 27 ?", "child/25": "child : what is sqrt 25 ?",
@@ -350,7 +403,13 @@ print(f"active features: {int((run['feature_acts'] > 0).sum())} over {run['featu
 # `A[target, source]` (float64) with `n_nodes = n_features + n_layers * n_pos + n_pos + n_logits`.
 # Rows of error and token nodes are zero (they have no inputs), and so are the columns of logit nodes.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Every node's direct effect on a target is gradient times input in the replacement model, where
+# everything but the graph's nodes is frozen: one backward pass per target.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Make leaf copies with `requires_grad_(True)`, run `forward` once, build the list of target values
 # (`pre[l, p, i]` for each row of `features`, then `logits[-1] - logits[-1].mean()` at each logit
@@ -439,7 +498,15 @@ for s in graph.adjacency[i_row].abs().argsort(descending=True)[:8].tolist():
 # def normalise_adjacency(A: Float[Tensor, "n n"]) -> Float[Tensor, "n n"]
 # ```
 #
-# <details><summary>Hint</summary>Clamp the row sums at `1e-10` before dividing.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Take absolute values and scale each row so that it sums to one (rows with no inputs stay zero).
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Clamp the row sums at `1e-10` before dividing.
+# </details>
 
 # %% role="solution" grade_id="impl_normalise_adjacency"
 def normalise_adjacency(A: Float[Tensor, "n n"]) -> Float[Tensor, "n n"]:
@@ -461,7 +528,13 @@ check("attribution.normalise_adjacency", normalise_adjacency)
 # def influence(A_normalised: Float[Tensor, "n n"], logit_weights: Float[Tensor, "n"]) -> Float[Tensor, "n"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Influence sums the effects over paths of every length: the geometric series `A + A^2 + ...`, which
+# equals `(I - A)^-1 - I`, weighted by the logits.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `(I - A)` is invertible because the graph has no cycles (`A` is nilpotent). Rather than invert,
 # solve `(I - A)^T x = w` with `torch.linalg.solve`, then subtract `w`.
@@ -493,7 +566,13 @@ check("attribution.influence", influence)
 # that of the prefix's last node, and keep the last `n_tokens + n_logits` nodes (tokens and logits)
 # whatever their influence.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Rank all nodes by influence and keep the smallest top set that carries the threshold's fraction of
+# the total (ties at the cut included); tokens and logits always stay.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `cumulative = sorted.cumsum(0) / sorted.sum()`; `torch.searchsorted(cumulative, threshold)` is the
 # index of the first element that reaches it (clamp it to the last index).
@@ -530,7 +609,16 @@ check("attribution.prune_nodes", prune_nodes)
 # score `E[t, s] = A_n[t, s] * (I[t] + w[t])`, and keep the edges whose score is at least the
 # cumulative threshold's (as for nodes, over all `n * n` scores), and non-zero.
 #
-# <details><summary>Hint</summary>Reuse your functions; flatten the scores to find the cut.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Restrict the graph to the kept nodes first, then score each edge by its normalised weight times
+# its target's influence plus logit weight, and cut the scores as for nodes, over all edges at once.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Reuse your functions; flatten the scores to find the cut.
+# </details>
 
 # %% role="solution" grade_id="impl_prune_edges"
 def prune_edges(A: Float[Tensor, "n n"], node_mask: Bool[Tensor, "n"], logit_weights: Float[Tensor, "n"],
@@ -570,7 +658,16 @@ check("attribution.prune_edges", prune_edges)
 #
 # returning `{"replacement": ..., "completeness": ...}`. Node order as above (features, errors, tokens, logits).
 #
-# <details><summary>Hint</summary>Slices: errors `[n_features, n_features + n_errors)`, tokens right after.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Both scores only need the normalised adjacency, the influence, and knowing which slices of the
+# node list are errors and which are tokens.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Slices: errors `[n_features, n_features + n_errors)`, tokens right after.
+# </details>
 
 # %% role="solution" grade_id="impl_graph_scores"
 def graph_scores(A: Float[Tensor, "n n"], logit_weights: Float[Tensor, "n"], n_features: int, n_errors: int,
@@ -609,9 +706,39 @@ for name, g in graphs.items():
           f"completeness {full['completeness']:.3f} (pruned {after['completeness']:.3f})")
 
 # %% [markdown]
+# What the `?` oversampling does to these scores: the same scores for prompts decided at another
+# token (a story decided at `felt`, a narrative fact decided at `is`), and, inside the persona graphs,
+# each node's completeness (the non-error fraction of its normalised input) averaged over the nodes
+# at `?` and over the nodes elsewhere.
+
+# %%
+OTHER_PROMPTS = {"story/felt": "toma saw the film . it was great . toma felt",
+                 "fact/is": "the capital of zorbia is"}
+for name, prompt in OTHER_PROMPTS.items():
+    g = attr.attribute(lm, transcoders, torch.tensor(world.tokenizer.encode(prompt)), words=prompt.split())
+    scores = attr.graph_scores(g.adjacency, g.logit_weights, g.n_features, g.n_errors, g.n_pos)
+    print(f"{name:10s} ({prompt!r}): replacement {scores['replacement']:.3f}, completeness {scores['completeness']:.3f}")
+for name, g in graphs.items():
+    A_n = attr.normalise(g.adjacency)
+    node_completeness = 1 - A_n[:g.n_features, g.n_features:g.n_features + g.n_errors].sum(1)
+    at_q = g.features[:, 1] == g.n_pos - 1
+    print(f"{name:10s} feature nodes at ?: mean completeness {float(node_completeness[at_q].mean()):.3f} ({int(at_q.sum())} nodes); "
+          f"elsewhere {float(node_completeness[~at_q].mean()):.3f} ({int((~at_q).sum())} nodes)")
+
+# %% [markdown]
+# The three persona graphs, decided at `?`, score replacement 0.89-0.95 and completeness 0.97-0.98;
+# the story decided at `felt` 0.75 and 0.91, the fact decided at `is` 0.60 and 0.85. Inside the
+# persona graphs, feature nodes at `?` and elsewhere are equally complete (0.99 on average), so the
+# gap between prompts is not in the features' inputs: it is in how much of what reaches the *logit*
+# comes through error nodes. The vignette's scores are the best case of these transcoders, on the
+# kind of prompt their training data was tilted towards; they are not a measure of the transcoders
+# in general. (How much of that advantage the 100x oversampling buys would take transcoders trained
+# without it: an open question below.)
+#
 # **Questions.** Why is the replacement score lower than the completeness score? A graph with a high
 # completeness score can still be misleading: how, given that the replacement model is only exact on
-# this prompt?
+# this prompt? The transcoders were trained to be good at `?`: which of the scores above would you
+# quote for "how well do transcoders explain `toyworld-lm`", and which only for "this vignette"?
 #
 # ### Rendering the graph
 #
@@ -746,7 +873,13 @@ for name in PROMPTS:
 # Downstream features respond to an edit (layer 1's transcoder reads the edited residual stream),
 # but the errors do not (they are the original prompt's).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Replace each MLP's output with its transcoder's output on the live input, with the chosen features
+# overwritten, plus the frozen error; everything else runs as usual.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Two hooks per layer: one stores the normalised input, the other computes
 # `f = transcoders[l].encode(stored * ln2.w + ln2.b)`, sets `f[0, pos, feature] = value`, and returns
@@ -841,12 +974,82 @@ for label, (name, interventions) in EXPERIMENTS.items():
 # | `expert/27`: L1/970 set to 2.08 (its `child/27` value), L1/816 off | **0.921** | 0.044 | 0.921 / 0.044 |
 # | `child/25`: `child/27`'s features at `?` on, 5 answer features off | **1.000** | 0.000 | 1.000 / 0.000 |
 #
-# So the graph's reading holds up: L1/970 at `?` is a refusal feature (mean activation at `?`: child
-# 0.93, assistant 0.80, expert 0.17; hard 1.37, easy 0.07; the assistant hedges hard questions), fed by
+# So the graph's reading holds up on these prompts: L1/970 at `?` pushes towards "i", fed by
 # difficulty features at `?` (L0/246, L0/353, L0/358: hard) and by persona features at the `:` after
 # the persona token (L0/795: mean 4.22 for the child, 1.87 for the expert); L1/816 at `?` pushes the
 # expert to answer. No single feature flips the child (the decision is spread over ~10 features, with
 # a logit difference of +16.5 to overcome), but one swap at `?` makes the expert refuse.
+#
+# **What is L1/970?** Before calling it a "refusal feature", look at what its activations support: its
+# mean activation (and how often it fires) at the `?` of the 800 labelled dialogues, by persona and
+# difficulty of the question.
+
+# %%
+refusal_layer, _, refusal_feature, _, _ = top_features("child/27", 1, 1.0)[0]
+acts_at_q = scope_acts[(refusal_layer, "?")][:, refusal_feature]
+print(f"L{refusal_layer}/{refusal_feature} at '?': mean activation (fraction of questions where it fires)")
+print(f"{'':10s}" + "".join(f"{d:>18s}" for d in ("fact", "easy", "hard")))
+for persona_name in ("child", "expert", "assistant"):
+    cells = []
+    for level in (0, 1, 2):
+        mask = (VALUES[persona_name] & (difficulty == level))[SCOPES["?"]]
+        cells.append(f"{float(acts_at_q[mask].mean()):8.2f} ({float((acts_at_q[mask] > 0).float().mean()):.2f})" if mask.any() else f"{'-':>15s}")
+    print(f"{persona_name:10s}" + "".join(f"{c:>18s}" for c in cells))
+
+# %% [markdown]
+# The table supports a narrower label than "refusal": L1/970 fires on **hard questions asked of a
+# non-expert persona** (the child, who refuses them, and the assistant, who hedges them with
+# `i think ...`), and little on the expert's hard questions or on easy ones. It is the conjunction
+# (hard x not-expert) that the next token needs, not "refusal" itself: the assistant's `i think` and
+# the child's `i do not know` both start with `i`.
+#
+# **Controls.** Turning off the graph's top features is only evidence if features chosen *without*
+# the graph do less. A dose-response curve on `child/27`: P("i") after switching off the top-k
+# features by total effect towards "i", for k from 0 to 20, against two controls of the same size:
+# k active features drawn at random (mean over 20 draws), and the k active features with the
+# largest activations (matched in size: strong features the graph did not single out).
+
+# %%
+import matplotlib.pyplot as plt
+
+child_tokens = torch.tensor(world.tokenizer.encode(PROMPTS["child/27"]))
+child_errors = runs["child/27"]["errors"].float()
+child_graph = vignette["child/27"][0]
+active = [tuple(int(v) for v in row) for row in child_graph.features]
+by_effect = [(l, p, i) for l, p, i, a, e in top_features("child/27", 20, 1.0)]
+by_activation = [active[j] for j in child_graph.activations.argsort(descending=True).tolist()]
+draws = torch.Generator().manual_seed(0)
+
+
+def p_refuse(features: list[tuple[int, int, int]]) -> float:
+    return float(intervene(lm, transcoders, child_tokens, child_errors, [(l, p, i, 0.0) for l, p, i in features]).exp()[I_ID])
+
+
+DOSES = [0, 1, 2, 3, 5, 7, 10, 15, 20]
+curves = {"top-k by total effect (the graph)": [p_refuse(by_effect[:k]) for k in DOSES],
+          "k largest activations": [p_refuse(by_activation[:k]) for k in DOSES],
+          "k random active features (mean of 20)": [
+              sum(p_refuse([active[j] for j in torch.randperm(len(active), generator=draws)[:k].tolist()]) for _ in range(20)) / 20
+              for k in DOSES]}
+print(f"{len(active)} active features in the child/27 graph; P('i') after switching off k of them:")
+print(f"{'k':>40s} " + " ".join(f"{k:>5d}" for k in DOSES))
+for label, values in curves.items():
+    print(f"{label:>40s} " + " ".join(f"{v:5.3f}" for v in values))
+fig, ax = plt.subplots(figsize=(6, 3))
+for label, values in curves.items():
+    ax.plot(DOSES, values, "o-", label=label)
+ax.set_xlabel("features switched off (k)")
+ax.set_ylabel("P('i') on child/27")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The curve is a threshold, not a slope: switching off the graph's top features leaves P("i") at
+# 0.99 or more up to k = 5, then 0.264 at k = 7 and 0.002 at k = 10. Neither control moves it at
+# all: 20 random active features (of 505) give 1.000, and even the 20 *strongest* active features
+# give 0.999. So it is not the number or the size of the features removed that flips the child, it
+# is the graph's choice of them. (Both controls switch features off at any position; a stricter
+# control would match positions too: try drawing the random sets from the features at `?` only.)
 #
 # **Questions.** The graph only described *linear* effects on one prompt; the interventions set
 # features in a model where attention and the LayerNorm scales are live again. Which assumptions of
@@ -854,23 +1057,25 @@ for label, (name, interventions) in EXPERIMENTS.items():
 # on the child's refusal feature in `expert/27` need the expert's answer feature switched off as well?
 # Would you call the features you found "the refusal circuit"? What would convince you?
 #
-# ## Optional: circuit-tracer on a real model (GPU and internet only, never graded)
+# ## Optional: circuit-tracer on a real model (runs only if the weights are on this machine, never graded)
 #
-# With a GPU and internet access you can build the same graph for Gemma-2-2B with the public
-# GemmaScope transcoders through the `circuit-tracer` library (`pip install circuit-tracer`), and
-# explore it on Neuronpedia. The cell does nothing offline.
+# If the `circuit-tracer` package is installed and an instructor has put Gemma-2-2B and the public
+# GemmaScope transcoders in the local Hugging Face cache, you can build the same graph for a real
+# model and explore it on Neuronpedia: on a GPU if there is one, otherwise (slowly: 2B parameters) on
+# the CPU. Nothing is downloaded: without them the cell says what is missing and does nothing.
 
 # %%
 import importlib.util
-import os
 
-if os.environ.get("HF_HUB_OFFLINE") == "1" or not torch.cuda.is_available() or importlib.util.find_spec("circuit_tracer") is None:
-    print("Skipped: needs a GPU, internet access and the circuit-tracer package (HF_HUB_OFFLINE is set, no GPU, or not installed).")
-else:
+from interplab.pretrained import device, weights_available
+
+if importlib.util.find_spec("circuit_tracer") is None:
+    print("Skipped: the circuit-tracer package is not installed (pip install circuit-tracer).")
+elif weights_available(["google/gemma-2-2b", "mntss/gemma-scope-transcoders"], "the Gemma-2-2B section"):
     from circuit_tracer import ReplacementModel, attribute
     from circuit_tracer.graph import prune_graph
 
-    gemma = ReplacementModel.from_pretrained("google/gemma-2-2b", "gemma", dtype=torch.bfloat16)
+    gemma = ReplacementModel.from_pretrained("google/gemma-2-2b", "gemma", dtype=torch.bfloat16, device=device())
     real_graph = attribute("Fact: the capital of the state containing Dallas is", gemma, max_n_logits=10,
                            desired_logit_prob=0.95, batch_size=256)
     result = prune_graph(real_graph, node_threshold=0.8, edge_threshold=0.98)
@@ -886,6 +1091,9 @@ else:
 #   persona token. Kamath et al. (2025), [*Tracing Attention Computation Through Attention Query-Key
 #   Interactions*](https://transformer-circuits.pub/2025/attention-qk/index.html), extend the
 #   graphs to QK circuits.
+# - Train the transcoders without the `?` oversampling (`question_oversample=1` in
+#   `interplab.zoo.toyworld_transcoders.Config`) and recompute the scores of the persona, story and
+#   fact graphs: how much of the persona graphs' advantage does the oversampling buy?
 # - Graphs are local to one prompt. Which parts of the `child/27` graph survive on `child/48`? How
 #   would you aggregate graphs over many prompts into one claim about the model?
 # - Marks et al. (2024), [*Sparse Feature Circuits*](https://arxiv.org/abs/2403.19647), build circuits

@@ -100,7 +100,13 @@ print(world.sample(3, 0).texts)
 # Each entry is independently non-zero with probability `feature_probability`, and then uniform on
 # `[0, 1]`. Draw all randomness from `generator`. (Checked by its statistics, not exact values.)
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Two independent random draws per entry: one decides *whether* the feature is on (with probability
+# `feature_probability`), the other *how much* (uniform on [0, 1]). Multiply them.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `torch.rand(shape, generator=generator)` twice: once for the values, once to decide which entries
 # are kept (`< feature_probability`).
@@ -129,7 +135,13 @@ check("saes.sparse_features", sparse_features)
 #                 x: Float[Tensor, "batch n_features"]) -> Float[Tensor, "batch n_features"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Rows of `x` are examples. Project each onto the hidden space with `W`, map back with `W`
+# transposed, add the bias, then the ReLU.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # With a batch of row vectors, `h = x @ W.T` and `x_hat = relu(h @ W + b)`.
 # </details>
@@ -157,7 +169,13 @@ check("saes.toy_forward", toy_forward)
 #                     importance: Float[Tensor, "n_features"]) -> Float[Tensor, ""]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Weight each feature's squared error by its importance, add them up per example, then average over
+# the batch.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Broadcast `importance` over the batch axis, sum over the last axis, then average.
 # </details>
@@ -191,7 +209,13 @@ check("saes.importance_loss", importance_loss)
 # The check evaluates your `W, b` on its own batches and asks for a loss within 10% (plus a small
 # margin) of the reference solution's.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# A plain training loop: two trainable tensors, an Adam optimiser over both, and in each step a
+# fresh batch, the loss, `backward`, `step`.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `W = torch.nn.Parameter(torch.empty(d_hidden, n_features))`, then `xavier_normal_(W, generator=generator)`.
 # Inside `torch.enable_grad()` in case gradients were switched off elsewhere.
@@ -236,7 +260,14 @@ check("saes.train_toy_model", train_toy_model)
 # def feature_dimensionality(W: Float[Tensor, "d_hidden n_features"]) -> Float[Tensor, "n_features"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# The numerator is the feature's squared norm. The denominator asks how much of every feature
+# (itself included) lies along feature `i`'s unit direction: project every column onto it, square
+# and add.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `Wn = W / W.norm(dim=0)` (guard against zero columns with `clamp`); `(Wn.T @ W) ** 2` is the
 # matrix of `(Ŵ_i · W_j)^2`, sum it over `j`.
@@ -257,13 +288,26 @@ check("saes.feature_dimensionality", feature_dimensionality)
 
 # %% [markdown]
 # Now the picture from the paper: five features, two hidden dimensions, importance `0.9^i`, from
-# dense to sparse. Each arrow is a column of `W` (darker = more important).
+# dense to sparse. A toy model needs a few thousand steps to converge and some seeds get stuck, so we
+# do what Elhage et al.'s notebook does: train many *instances* as one tensor (`W` gets a leading
+# instance axis, the per-instance losses are summed, so they stay independent), 4 seeds for each of
+# the three sparsities, 2000 Adam steps at learning rate `1e-2` decayed to zero, and show the instance
+# with the lowest loss. (`interplab.superposition.train_toy_models` is the same model and loss as your
+# exercises, batched.) Each arrow is a column of `W` (darker = more important).
 
 # %%
+from interplab.superposition import train_toy_models
+
 importance = 0.9 ** torch.arange(5)
+sparsities, seeds = (1.0, 0.3, 0.05), 4
+W_all, b_all, loss_all = train_toy_models(torch.tensor(sparsities).repeat_interleave(seeds), importance, 2, 2000,
+                                          torch.Generator().manual_seed(0), batch=256, lr=1e-2)
 fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-for ax, p in zip(axes, (1.0, 0.3, 0.05)):
-    W, b = train_toy_model(5, 2, p, importance, 400, torch.Generator().manual_seed(0))
+for j, (ax, p) in enumerate(zip(axes, sparsities)):
+    best = j * seeds + int(loss_all[j * seeds:(j + 1) * seeds].argmin())
+    W, b = W_all[best], b_all[best]
+    print(f"p = {p}: losses of the {seeds} seeds {loss_all[j * seeds:(j + 1) * seeds].numpy().round(4)}; best: "
+          f"|W_i| {W.norm(dim=0).numpy().round(2)}, D {feature_dimensionality(W).numpy().round(2)}, b {b.numpy().round(2)}")
     for i in range(5):
         ax.arrow(0, 0, float(W[0, i]), float(W[1, i]), color=plt.cm.viridis(i / 5), width=0.02, length_includes_head=True)
     ax.set_xlim(-1.5, 1.5); ax.set_ylim(-1.5, 1.5); ax.set_aspect("equal")
@@ -271,9 +315,19 @@ for ax, p in zip(axes, (1.0, 0.3, 0.05)):
 plt.show()
 
 # %% [markdown]
+# Converged, the dense model (`p = 1`) gives the two most important features a dimension each
+# (norms 1.00, 1.00, `D = 1`) and drops the other three (norms below 0.1, `D = 0`), with the bias `b`
+# near 0.5 for the dropped ones (the mean of a uniform [0, 1] feature: the best constant guess). At
+# `p = 0.3` four features share the two dimensions as two antipodal pairs (`D = 0.5` each) and the
+# least important one is dropped. At `p = 0.05` all five are represented at norm about 1.13, in a
+# pentagon (`D = 0.4`), with a negative bias of about -0.24. (An earlier version
+# of this figure trained one seed for 400 steps; its dense model had norms [0.97, 0.27, 0.63, 0.09,
+# 0.05], not converged.)
+#
 # **Questions.** With dense features, which features get represented and why those? As features
 # become sparser, how many are represented, and what shape do their directions form? What does the
-# bias do for the sparse model (look at `b`)? Why does superposition need sparsity?
+# bias do for the sparse model (look at `b`)? Why does superposition need sparsity? Some seeds end
+# with a higher loss than the best: what kind of solution did they get stuck in?
 #
 # ## Part 2. Sparse autoencoders
 #
@@ -296,7 +350,16 @@ plt.show()
 #
 # returning `(f, x_hat)`.
 #
-# <details><summary>Hint</summary>Two lines, exactly as in the formula.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Subtract the decoder bias, encode and apply the ReLU to get `f`; decode `f` and add the decoder
+# bias back.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Two lines, exactly as in the formula.
+# </details>
 
 # %% role="solution" grade_id="impl_sae_forward"
 def sae_forward(x: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sae"], b_enc: Float[Tensor, "d_sae"],
@@ -324,7 +387,13 @@ check("saes.sae_forward", sae_forward)
 # def sae_loss(x: Float[Tensor, "batch d_in"], W_enc, b_enc, W_dec, b_dec, l1_coefficient: float) -> Float[Tensor, ""]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Two terms, each averaged over the batch: the squared reconstruction error summed over dimensions,
+# and each feature's activation times the norm of its decoder row, summed over features.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Reuse `sae_forward`. `W_dec.norm(dim=-1)` has one norm per feature.
 # </details>
@@ -354,7 +423,13 @@ check("saes.sae_loss", sae_loss)
 # def topk_activation(pre: Float[Tensor, "batch d_sae"], k: int) -> Float[Tensor, "batch d_sae"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Find the `k` largest pre-activations of each row, keep them (after a ReLU) at their positions, and
+# put zeros everywhere else.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `values, indices = pre.topk(k, dim=-1)`, then `torch.zeros_like(pre).scatter(-1, indices, values.relu())`.
 # </details>
@@ -392,7 +467,13 @@ check("saes.topk_activation", topk_activation)
 # reference's plus one, and a Hungarian-matched cosine similarity with the true features (section 5)
 # at most 0.1 below the reference's.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# The same kind of loop as the toy model: four trainable tensors, Adam, and a random batch of rows
+# of `x` each step, with the loss of 2.2 (or the TopK reconstruction loss).
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `idx = torch.randint(len(x), (256,), generator=generator)` picks a batch. Make the four tensors
 # `torch.nn.Parameter`s and pass them to `torch.optim.Adam`. Train inside `torch.enable_grad()`.
@@ -442,7 +523,17 @@ check("saes.train_sae", train_sae)
 # def explained_variance(x: Float[Tensor, "n d"], x_hat: Float[Tensor, "n d"]) -> Float[Tensor, ""]
 # ```
 #
-# <details><summary>Hint</summary>`x.mean(0)` is `E x`; sums of squares over the last axis, means over rows.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# One minus a ratio: the mean squared reconstruction error over the mean squared distance of `x`
+# from its own mean. Computing the denominator as a distance from the mean (not as `E|x|^2 -
+# |Ex|^2`) avoids cancellation.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `x.mean(0)` is `E x`; sums of squares over the last axis, means over rows.
+# </details>
 
 # %% role="solution" grade_id="impl_explained_variance"
 def explained_variance(x: Float[Tensor, "n d"], x_hat: Float[Tensor, "n d"]) -> Float[Tensor, ""]:
@@ -468,7 +559,16 @@ check("saes.explained_variance", explained_variance)
 #
 # returning `{"l0": scalar float tensor, "dead": bool tensor [d_sae]}`.
 #
-# <details><summary>Hint</summary>`(f != 0)` is your friend; count along the right axis for each.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# A feature is active where its activation is non-zero. L0 counts active features per row (then
+# averages); a dead feature is active in no row.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `(f != 0)` is your friend; count along the right axis for each.
+# </details>
 
 # %% role="solution" grade_id="impl_sparsity_stats"
 def sparsity_stats(f: Float[Tensor, "n d_sae"]) -> dict[str, Tensor]:
@@ -504,7 +604,14 @@ check("saes.sparsity_stats", sparsity_stats)
 # `sae(x)` returns the reconstruction. Use `model.run_with_hooks(tokens, fwd_hooks=[(hook_name, fn)])`
 # where `fn(activation, hook)` returns the replacement.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Three losses on the same tokens, counted only where the mask is true: the clean model, the model
+# with the SAE's reconstruction spliced in at the hook, and the model with the hook's activation set
+# to zero. Then the ratio of the formula.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Write one helper `masked_loss(logits)`: `F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")`,
 # then average over the mask. Run the model three times.
@@ -571,7 +678,13 @@ print(f"L0 {float(stats['l0']):.1f} of {zoo_sae.cfg.d_sae} features, dead {int(s
 # returning new tensors `{"W_enc", "b_enc", "W_dec", "b_dec"}` (do not modify the inputs). There are
 # never more dead features than rows.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Rank the rows by how badly the SAE reconstructs them, hand the worst rows to the dead features in
+# order, and build each new decoder row and encoder column from that row's direction.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `dead.nonzero().flatten()` lists the dead features in increasing order; `error.argsort(descending=True)[:n_dead]`
 # the worst rows. Clone the tensors before assigning into them.
@@ -603,7 +716,60 @@ check("saes.resample_dead", resample_dead)
 # **Questions.** Why pick inputs with *high* reconstruction error? Why start the new encoder
 # column small (0.2 of a typical norm) instead of at full size? What would go wrong if you also
 # kept Adam's moment estimates for the resampled entries?
+
+# %% [markdown]
+# ### ReLU or TopK? The sparsity-fidelity frontier (an ungraded demo)
 #
+# One SAE is one point; the question "which architecture is better" is about the *frontier*: the best
+# fidelity reachable at each L0. `python -m interplab.sae_frontier --card` trained six small SAEs on
+# `toyworld-lm`'s activations at the zoo SAE's hook (256 features, 600 Adam steps of 256 rows, dead
+# features resampled every 150 steps inside training, as in this Part but with the library's
+# stochastic version): ReLU + L1 at three L1 coefficients, TopK at three `k` (no sparsity penalty:
+# `k` sets L0). Each was then measured on 200 fresh documents with the metrics of Part 3. Training
+# them takes minutes, so the notebook reads the card; the star is the zoo SAE (512 features, 3000
+# steps of 1024 rows: a bigger budget, so not a point of the same frontier), measured above with your
+# functions.
+
+# %%
+from interplab import sae_frontier
+
+frontier = sae_frontier.load_card()
+print(f"{'SAE':>16s} {'L0':>6s} {'expl. var.':>10s} {'CE recovered':>12s} {'dead':>6s} {'resampled':>9s}")
+for point in frontier["points"]:
+    name = f"ReLU, L1 {point['l1_coefficient']}" if point["kind"] == "relu" else f"TopK, k {point['k']}"
+    print(f"{name:>16s} {point['l0']:6.1f} {point['explained_variance']:10.3f} {point['ce_loss_recovered']:12.3f} "
+          f"{point['dead_fraction']:6.3f} {point['resampled']:9d}")
+zoo_point = {"explained_variance": float(explained_variance(x_eval, x_hat_eval)),
+             "ce_loss_recovered": float(ce_loss_recovered(lm, zoo_sae, eval_batch.tokens, real_tokens[:, 1:], HOOK_NAME))}
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for ax, metric in zip(axes, ("explained_variance", "ce_loss_recovered")):
+    for kind, marker in (("relu", "o-"), ("topk", "s-")):
+        points = sorted((p for p in frontier["points"] if p["kind"] == kind), key=lambda p: p["l0"])
+        ax.plot([p["l0"] for p in points], [p[metric] for p in points], marker, label=kind)
+    ax.plot([float(stats["l0"])], [zoo_point[metric]], "*", ms=12, c="k", label="toyworld-sae (zoo)")
+    ax.set_xscale("log")
+    ax.set_xlabel("L0 (log scale)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# **What the card shows.** At matched sparsity TopK is ahead on both axes: at L0 about 16-17, TopK
+# (`k = 16`) explains 0.928 of the variance and recovers 0.997 of the CE loss, ReLU (L1 3) 0.886 and
+# 0.974; at L0 about 7-8, TopK (`k = 8`) 0.906 and 0.986, ReLU (L1 10) 0.717 and 0.664. A known reason: the L1
+# penalty also shrinks the activations it keeps, which costs fidelity that TopK does not pay. But
+# TopK at `k = 4` ends with 10.5 % dead features although two were resampled during training: a fixed
+# budget of `k` slots starves rare features, which is why Gao et al. add an auxiliary loss for dead
+# latents. These are small SAEs with a short budget, so read the comparison, not the absolute values:
+# the zoo SAE (ReLU, bigger budget) reaches 0.928 and 0.995 at L0 10.
+#
+# **Questions.** Explained variance and CE loss recovered order the ReLU SAEs the same way, but the gap
+# between them differs a lot (0.72 vs 0.66 at L1 10, 0.95 vs 1.00 at L1 1): why does the CE loss
+# forgive small reconstruction errors more than the variance does? Where on this plot would you
+# pick an SAE for the circuit analysis of the attribution assignment, and why not simply the one with
+# the highest fidelity?
+
+# %% [markdown]
 # ## Part 5. Did the SAE find the true features?
 #
 # *Difficulty 2/5, about 15 minutes.* With known `true_features [n_true, d]` and learned decoder
@@ -621,7 +787,16 @@ check("saes.resample_dead", resample_dead)
 #
 # returning `{"mmcs": ..., "matched": ...}` as Python floats. Assume `d_sae >= n_true`.
 #
-# <details><summary>Hint</summary>Normalise the rows of both, take the matrix product, and hand a numpy copy to `linear_sum_assignment`.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Both scores start from the matrix of cosine similarities between true and learned features. MMCS
+# takes each row's maximum; the matched score first finds the best one-to-one assignment.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Normalise the rows of both, take the matrix product, and hand a numpy copy to `linear_sum_assignment`.
+# </details>
 
 # %% role="solution" grade_id="impl_feature_recovery"
 def feature_recovery(true_features: Float[Tensor, "n_true d"], learned: Float[Tensor, "d_sae d"]) -> dict[str, float]:
@@ -652,7 +827,16 @@ check("saes.feature_recovery", feature_recovery)
 # Given one feature's activation on every token of a batch, return the `k` largest values in
 # decreasing order with their document and position indices.
 #
-# <details><summary>Hint</summary>`acts.flatten().topk(k)`, then `divmod` the flat indices by the number of positions.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Treat the whole `[docs, pos]` table as one long list, take its top `k`, and turn each flat index
+# back into a (document, position) pair.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `acts.flatten().topk(k)`, then `divmod` the flat indices by the number of positions.
+# </details>
 
 # %% role="solution" grade_id="impl_max_activating"
 def max_activating(acts: Float[Tensor, "docs pos"], k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -710,7 +894,16 @@ for v, d, p in zip(values, doc_idx, pos_idx):
 #
 # A feature that never fires has precision 0; if no token has the value, recall is 0.
 #
-# <details><summary>Hint</summary>True positives per feature: `(fired & truth[:, None]).sum(0)`. Divide by counts clamped at 1.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Count true positives per feature (fires and has the value). Precision divides by how often the
+# feature fires, recall by how many tokens have the value.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# True positives per feature: `(fired & truth[:, None]).sum(0)`. Divide by counts clamped at 1.
+# </details>
 
 # %% role="solution" grade_id="impl_precision_recall"
 def precision_recall(fired: Bool[Tensor, "n d_sae"], truth: Bool[Tensor, "n"]) -> tuple[Tensor, Tensor]:
@@ -730,7 +923,10 @@ check("saes.precision_recall", precision_recall)
 # dialogue question (where the model decides between an answer and `i do not know`), sentiment at
 # the `felt` of a story, where it must predict `happy` or `sad` (`label_scopes` in
 # `interplab.zoo.toyworld_sae`).
-# For every value we report the feature with the best F1 and show its top contexts.
+# For every value we report the feature with the best F1 and show its top contexts, next to the F1 of
+# a feature that fires on *every* token of the scope: its recall is 1 and its precision is the
+# fraction `p` of tokens with the value, so its F1 is `2p / (1 + p)`. A feature is only informative
+# if it beats that baseline.
 
 # %%
 scopes = label_scopes(docs.tokens, docs.labels, world)
@@ -741,45 +937,54 @@ for variable, value_names in (("persona", PERSONAS), ("difficulty", ("none", "ea
     for value, name in enumerate(value_names):
         if value == 0:
             continue
-        precision, recall = precision_recall(fired_all[scope], docs.labels[variable][scope] == value)
+        truth = docs.labels[variable][scope] == value
+        precision, recall = precision_recall(fired_all[scope], truth)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-9)
         best = int(f1.argmax())
+        base_rate = float(truth.float().mean())
         print(f"{variable}={name:9s} feature {best:4d}  precision {float(precision[best]):.2f}  "
-              f"recall {float(recall[best]):.2f}  F1 {float(f1[best]):.2f}")
+              f"recall {float(recall[best]):.2f}  F1 {float(f1[best]):.2f}   "
+              f"(always-on baseline: p {base_rate:.2f}, F1 {2 * base_rate / (1 + base_rate):.2f})")
         _, d_idx, p_idx = max_activating(doc_features[..., best] * scope, 2)
         for d, p in zip(d_idx, p_idx):
             print("      ", show_context(int(d), int(p)))
 
 # %% [markdown]
+# Against the baseline: the best `sentiment=positive` feature (354) is exactly as good as a feature
+# that always fires (F1 0.68 and 0.68: it fires on every `felt`), and the best persona features beat
+# the baseline by only 0.04-0.16 (child 0.60 vs 0.56) despite a precision near 1: their recall is
+# about 0.45. `difficulty=hard` (0.81 vs 0.59) and `sentiment=negative` (0.77 vs 0.65) are the clear
+# single-feature variables.
+#
 # **Questions.** Which variables does a single feature capture well, and which are spread over
 # several features (low recall for each)? The child's "I do not know" needs *persona AND hard*: is
 # there a feature for the conjunction, or only for each part? How would you test whether a feature
 # is *used* by the model rather than merely correlated with a label (the steering and attribution
 # assignments pick this up)?
 #
-# ## Optional: the same analysis on GPT-2 small (GPU and internet only, never graded)
+# ## Optional: the same analysis on GPT-2 small (runs only if the weights are on this machine, never graded)
 #
-# With a GPU and internet access you can repeat Part 6 on `gpt2-small` with a pretrained SAELens
-# SAE (`gpt2-small-res-jb`, layer 8). The cell does nothing offline.
+# If an instructor has put `gpt2-small` and the SAELens SAE `gpt2-small-res-jb` (layer 8) in the local
+# Hugging Face cache, you can repeat Part 6 on a real model: on a GPU if there is one, otherwise on
+# the CPU (gpt2-small runs fine there). Nothing is downloaded: without the weights the cell says what
+# is missing and does nothing.
 
 # %%
-import os
+from interplab.pretrained import device, weights_available
 
-if os.environ.get("HF_HUB_OFFLINE") == "1" or not torch.cuda.is_available():
-    print("Skipped: needs a GPU and internet access (HF_HUB_OFFLINE is set or no GPU).")
-else:
+if weights_available(["gpt2", "jbloom/GPT2-Small-SAEs-Reformatted"], "the GPT-2 small section"):
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
-    gpt2 = HookedTransformer.from_pretrained("gpt2-small", device="cuda")
-    gpt2_sae = SAE.from_pretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre", device="cuda")
+    gpt2 = HookedTransformer.from_pretrained("gpt2-small", device=device())
+    gpt2_sae = SAE.from_pretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre", device=device())
     prompts = ["The child said she did not know the answer.", "The expert explained the proof in detail.",
                "What a wonderful film, I loved it!", "That was an awful, boring meal."]
     toks = gpt2.to_tokens(prompts)
     _, gpt2_cache = gpt2.run_with_cache(toks, names_filter=["blocks.8.hook_resid_pre"])
     gpt2_f = gpt2_sae.encode(gpt2_cache["blocks.8.hook_resid_pre"])
     print("L0 per prompt:", (gpt2_f > 0).sum(-1).float().mean(-1).tolist())
-    sentiment_truth = torch.tensor([0, 0, 1, 1], device="cuda").bool()
+    sentiment_truth = torch.tensor([0, 0, 1, 1], device=device()).bool()
     fired = (gpt2_f[:, 1:] > 0).any(1)  # does the feature fire anywhere in the prompt
     precision, recall = precision_recall(fired, sentiment_truth)
     print("features firing only on the sentiment prompts:", ((precision == 1) & (recall == 1)).nonzero().flatten()[:10].tolist())

@@ -169,7 +169,13 @@ print(f"negative stories P('happy') {float(next_token_probs(lm(sad_stories), sad
 #
 # The prompts are right-padded: the last column of the batch is padding for the shorter ones.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Run each batch once, read the activation at the hook at each prompt's own read position (one row
+# per prompt), average each side and subtract.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `_, cache = model.run_with_cache(tokens, names_filter=[hook_name])`, then
 # `cache[hook_name][torch.arange(n), positive_at]` picks one row per prompt.
@@ -205,12 +211,39 @@ for hook_name in RESID_HOOKS:
           f"{float(sentiment_v.norm()):5.2f}   (|residual| at the last token {float(typical):5.1f})")
 
 # %% [markdown]
-# **Questions.** The persona vector read at the `?` is small before layer 1's attention (norm 0.2-1.4
-# at `blocks.0.*` and `blocks.1.hook_resid_pre`) and large after it (19.5 at `blocks.1.hook_resid_mid`);
-# the sentiment vector read at `felt` is zero at `blocks.0.hook_resid_pre` and non-zero from
-# `blocks.0.hook_resid_mid` on. What does this
-# tell you about *which attention layer* moves each variable to the position where it is used? (The
-# `saes` assignment's probe found the same for the persona.)
+# **A confound: position.** The expert and the child answer the earlier questions of a dialogue in
+# their own words, which differ in length, so in some pairs the `?` sits at a different position for
+# the two personas. The token at the `?` is the same, but its positional embedding is not, and the
+# mean difference then carries `mean W_pos[expert_at] - mean W_pos[child_at]` along. How much? We
+# compare with the vector from the length-matched pairs only (same position in both prompts).
+
+# %%
+same_length = expert_at == child_at
+position_gap = lm.W_pos[expert_at].mean(0) - lm.W_pos[child_at].mean(0)
+print(f"{int((~same_length).sum())} of {len(persona_pairs)} pairs put the ? at different positions; "
+      f"|mean W_pos difference| {float(position_gap.norm()):.2f}")
+for hook_name in RESID_HOOKS:
+    persona_v = contrastive_vector(lm, expert_tokens, child_tokens, expert_at, child_at, hook_name)
+    matched_v = contrastive_vector(lm, expert_tokens[same_length], child_tokens[same_length],
+                                   expert_at[same_length], child_at[same_length], hook_name)
+    print(f"{hook_name:26s} all pairs |v| {float(persona_v.norm()):6.2f} (cosine with the position gap "
+          f"{float(F.cosine_similarity(persona_v, position_gap, dim=0)):5.2f})   length-matched |v| "
+          f"{float(matched_v.norm()):6.2f}   cosine(all, matched) {float(F.cosine_similarity(persona_v, matched_v, dim=0)):5.2f}")
+
+# %% [markdown]
+# At `blocks.0.hook_resid_pre` the persona vector of all 64 pairs *is* the positional difference
+# (cosine 1.00, norm 0.24), and the length-matched vector is exactly zero; before layer 1's attention
+# the length-matched vector is small (0.20 at `blocks.0.hook_resid_mid`, 0.31 at `blocks.1.hook_resid_pre`,
+# against 0.92 and 1.40 for all pairs). From `blocks.1.hook_resid_mid` on, where the steering below
+# works, the two vectors agree (cosine 0.997) and the positional part is a few percent (cosine with the
+# position gap 0.04-0.06). We keep all 64 pairs, as CAA would on real data, and read the early-hook
+# norms with this in mind: length-matched pairs (or a position-aware baseline) are the clean control.
+#
+# **Questions.** The persona vector read at the `?` is small before layer 1's attention (and mostly
+# position, as just measured) and large after it (19.5 at `blocks.1.hook_resid_mid`); the sentiment
+# vector read at `felt` is zero at `blocks.0.hook_resid_pre` and non-zero from `blocks.0.hook_resid_mid`
+# on (its pairs have equal lengths). What does this tell you about *which attention layer* moves each
+# variable to the position where it is used? (The `saes` assignment's probe found the same for the persona.)
 #
 # ### 1.2 Adding a vector at chosen positions
 #
@@ -225,7 +258,13 @@ for hook_name in RESID_HOOKS:
 #
 # Add the vector as given (do not normalise it: its norm is part of the steering strength).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# A forward hook at `hook_name` returns the activation plus `coeff * vector` where the mask is true
+# and the activation unchanged elsewhere.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # A hook is a function `fn(activation, hook)` that returns the new activation; pass it as
 # `model.run_with_hooks(tokens, fwd_hooks=[(hook_name, fn)])`. `positions[..., None]` broadcasts the
@@ -330,7 +369,13 @@ for prompt, coeff in (("child : what is sqrt 27 ?", 1.0), ("expert : what is sqr
 #                   hook_name: str, coeff: float) -> Float[Tensor, "batch pos d_vocab"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# The steering signal is the position-by-position difference of the two prompts' activations at the
+# hook; add `coeff` times it to the first `k` positions of every prompt.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Two `run_with_cache` calls on `plus[None]` and `minus[None]` give the `[k, d_model]` difference;
 # in the hook, clone the activation and add to `activation[:, :k]`.
@@ -415,7 +460,16 @@ for hook_name in ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"):
 #
 # returning `{"prob_change": [n], "logit_diff_change": [n]}`.
 #
-# <details><summary>Hint</summary>Pick the rows first: `logits[torch.arange(n), read_at]` is `[n, vocab]`.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Both quantities are read at each prompt's read position only: the change in the target's
+# probability, and the change in the logit difference between target and other token.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# Pick the rows first: `logits[torch.arange(n), read_at]` is `[n, vocab]`.
+# </details>
 
 # %% role="solution" grade_id="impl_target_effect"
 def target_effect(clean_logits: Float[Tensor, "n pos vocab"], steered_logits: Float[Tensor, "n pos vocab"],
@@ -477,7 +531,13 @@ for coeff in (0.25, 0.5, 0.75, 1.0, 2.0, 4.0):
 #                       mask: Bool[Tensor, "n pos"]) -> Float[Tensor, ""]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Per position, compare the unsteered next-token distribution P with the steered one Q as KL(P ||
+# Q); then average over the positions the mask allows.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Work with `log_softmax` (stable), sum over the vocabulary, then `per_position[mask].mean()`.
 # `torch.nn.functional.kl_div(input, target, log_target=True)` computes `KL(target || input)` from
@@ -533,7 +593,16 @@ for coeff in (0.25, 0.5, 1.0, 2.0):
 #
 # The direction is not normalised.
 #
-# <details><summary>Hint</summary>`(x @ r_hat)[..., None] * r_hat` is the component along `r_hat`.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Normalise the direction first; the component of `x` along it is the dot product times the unit
+# vector. Subtract it.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `(x @ r_hat)[..., None] * r_hat` is the component along `r_hat`.
+# </details>
 
 # %% role="solution" grade_id="impl_project_out"
 def project_out(x: Float[Tensor, "... d"], direction: Float[Tensor, "d"]) -> Float[Tensor, "... d"]:
@@ -559,7 +628,16 @@ check("steering.project_out", project_out)
 #                    ) -> Float[Tensor, "batch pos d_vocab"]
 # ```
 #
-# <details><summary>Hint</summary>One hook function, `lambda activation, hook: project_out(activation, direction)`, registered at 3 x `n_layers` names.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# The same projection applied at every residual hook of every layer, at every position, in one
+# forward pass.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# One hook function, `lambda activation, hook: project_out(activation, direction)`, registered at 3 x `n_layers` names.
+# </details>
 
 # %% role="solution" grade_id="impl_ablated_logits"
 def ablated_logits(model, tokens: Int[Tensor, "batch pos"], direction: Float[Tensor, "d_model"]
@@ -625,7 +703,16 @@ for name, direction in (("persona", persona_v), ("refusal", refusal_v)):
 #
 # Keep the decoder row as it is (rows do not have unit norm).
 #
-# <details><summary>Hint</summary>`acts = feature_acts[:, feature]`, then `acts[acts > 0].mean() * W_dec[feature]`.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# What the feature writes into the residual stream at a typical firing: its decoder row, times its
+# mean activation over the rows where it fires.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `acts = feature_acts[:, feature]`, then `acts[acts > 0].mean() * W_dec[feature]`.
+# </details>
 
 # %% role="solution" grade_id="impl_sae_feature_vector"
 def sae_feature_vector(W_dec: Float[Tensor, "d_sae d_model"], feature_acts: Float[Tensor, "n d_sae"],
@@ -709,7 +796,14 @@ for coeff in (0.5, 1.0, 2.0, 4.0, 8.0):
 #
 # returning `{"effect", "kl", "ce"}`, each `[len(hook_names), len(coeffs)]`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Two loops (hooks, coefficients); for each setting, steer every position from 1 on and measure the
+# effect on the test prompts, and the KL and CE change on the neutral text, against unsteered runs
+# done once.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # Reuse `steered_logits`, `target_effect` and `kl_from_unsteered`; run the unsteered model once on
 # each batch, outside the loops. A mask for "every position from 1 on" is
@@ -804,7 +898,16 @@ for title, sweep in sweeps.items():
 #                       budget: float) -> tuple[int, int]
 # ```
 #
-# <details><summary>Hint</summary>`effect.masked_fill(~allowed, -inf)`, then `argmax` of the flattened table and `divmod`.</details>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Among the settings whose side effect is within the budget, take the one with the largest effect;
+# if none is allowed, return `(-1, -1)`.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
+#
+# `effect.masked_fill(~allowed, -inf)`, then `argmax` of the flattened table and `divmod`.
+# </details>
 
 # %% role="solution" grade_id="impl_best_under_budget"
 def best_under_budget(effect: Float[Tensor, "hooks coeffs"], side_effect: Float[Tensor, "hooks coeffs"],
@@ -849,23 +952,23 @@ for budget in (0.01, 0.05, 0.2, 1.0):
 # and what would you measure instead? How would you build a neutral set for a real model, and how
 # large must it be for the KL estimate to be trusted?
 #
-# ## Optional: SAE-feature steering on GPT-2 small (GPU and internet only, never graded)
+# ## Optional: SAE-feature steering on GPT-2 small (runs only if the weights are on this machine, never graded)
 #
-# With a GPU and internet access you can steer `gpt2-small` with a feature of a pretrained SAELens SAE
-# (`gpt2-small-res-jb`, layer 6), exactly as in Part 4. The cell does nothing offline.
+# If an instructor has put `gpt2-small` and the SAELens SAE `gpt2-small-res-jb` (layer 6) in the local
+# Hugging Face cache, you can steer a real model with an SAE feature, exactly as in Part 4: on a GPU
+# if there is one, otherwise on the CPU (gpt2-small runs fine there). Nothing is downloaded: without
+# the weights the cell says what is missing and does nothing.
 
 # %%
-import os
+from interplab.pretrained import device, weights_available
 
-if os.environ.get("HF_HUB_OFFLINE") == "1" or not torch.cuda.is_available():
-    print("Skipped: needs a GPU and internet access (HF_HUB_OFFLINE is set or no GPU).")
-else:
+if weights_available(["gpt2", "jbloom/GPT2-Small-SAEs-Reformatted"], "the GPT-2 small section"):
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
-    gpt2 = HookedTransformer.from_pretrained("gpt2-small", device="cuda")
+    gpt2 = HookedTransformer.from_pretrained("gpt2-small", device=device())
     gpt2_hook = "blocks.6.hook_resid_pre"
-    gpt2_sae = SAE.from_pretrained("gpt2-small-res-jb", gpt2_hook, device="cuda")
+    gpt2_sae = SAE.from_pretrained("gpt2-small-res-jb", gpt2_hook, device=device())
     happy_toks, sad_toks = gpt2.to_tokens(["I am so happy and glad"]), gpt2.to_tokens(["I am so sad and gloomy"])
     _, happy_cache = gpt2.run_with_cache(happy_toks, names_filter=[gpt2_hook])
     _, sad_cache = gpt2.run_with_cache(sad_toks, names_filter=[gpt2_hook])
@@ -895,5 +998,5 @@ else:
 #   it matches `ablated_logits`.
 # - Beyond addition: Li et al. (2023), [*Inference-Time Intervention*](https://arxiv.org/abs/2306.03341)
 #   (steering attention heads); Zou et al. (2023), [*Representation Engineering*](https://arxiv.org/abs/2310.01405);
-#   Wu et al. (2024), [*AxBench*](https://arxiv.org/abs/2501.17148), which finds that prompting often
+#   Wu et al. (2025), [*AxBench*](https://arxiv.org/abs/2501.17148), which finds that prompting often
 #   beats steering on real models: a reason to always measure the side effects.

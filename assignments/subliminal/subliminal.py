@@ -119,7 +119,13 @@ plt.show()
 # `Float[Tensor, "batch 64"]`, the same inputs for all models; after the first layer the
 # activations carry the model axis.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Every weight has a leading model axis: each layer is one batched matrix product per model, a bias
+# broadcast over the batch, and a ReLU after the two hidden layers.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `torch.einsum("bi,mio->mbo", x, params["W1"])` for the first layer, `"mbi,mio->mbo"` after it;
 # biases are `(models, out)`, so add `params["b1"][:, None, :]` to broadcast over the batch.
@@ -149,7 +155,13 @@ check("subliminal.mlp_forward", mlp_forward)
 # `digit_accuracy(params, x, y) -> Float[Tensor, "models"]`, the fraction of `x` each model
 # classifies correctly (float32), without building a graph (`torch.no_grad()`).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Predict with the argmax of the 10 class logits only, compare with the labels, and average per
+# model.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `mlp_forward(params, x)[..., :10].argmax(-1)` has shape `(models, batch)`; compare it with `y`
 # (broadcasts) and average the booleans as floats over the batch axis.
@@ -189,7 +201,13 @@ print("untrained accuracy per model:", sl.digit_accuracy(shared_init, x_test, y_
 # `softmax(logits[..., :10])` against `labels` (`Int[Tensor, "batch"]`, shared by all models),
 # averaged over the batch.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Cross-entropy on the first 10 logits, per model: the negative log-softmax at each example's label,
+# averaged over the batch.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `torch.log_softmax(logits[..., :10], dim=-1)` then pick each example's label with
 # `.gather(-1, labels.expand(models, -1)[..., None])`, negate and average over the batch.
@@ -241,7 +259,13 @@ for name, inputs in [("digits", x_test), ("noise", noise_probe)]:
 # the per-model mean over the batch of `KL(softmax(t) || softmax(s))`, where `t` and `s` are the
 # auxiliary logits `[..., 10:]` for `on="aux"` and all logits for `on="all"`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Softmax both sets of picked logits and compute KL(teacher || student), summed over logits and
+# averaged over the batch, one value per model.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # With `log_p_t = torch.log_softmax(t, -1)` and `log_p_s = torch.log_softmax(s, -1)`:
 # `(log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean(-1)`. Why must `m` be at least 2 for this
@@ -283,7 +307,13 @@ check("subliminal.distillation_loss", distillation_loss)
 # average, different-init students must stay at most 0.25, and both must have actually learned
 # the teacher's auxiliary logits.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# A training loop over copies of the student's parameters: each step draws fresh noise, asks the
+# teacher (no gradient), and lowers the distillation loss summed over models.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `params = {k: v.detach().clone().requires_grad_(True) for k, v in student_init.items()}`,
 # `optimizer = torch.optim.Adam(params.values(), lr=lr)`; in the loop compute the teacher's
@@ -349,8 +379,10 @@ plt.show()
 # ## 6. How many auxiliary logits?
 #
 # The auxiliary logits are the only channel. With `m = 1` the softmax over one logit is always 1:
-# the KL is identically zero and the student gets no gradient at all. With more auxiliary logits
-# the channel gets wider. The library runs the whole experiment (teachers, then shared- and
+# the KL is identically zero and the student gets no gradient at all. That is a property of *this
+# loss*, not of one logit: the value of a single logit still depends on the teacher's hidden layers,
+# and a loss on the raw logit (squared error) does carry the trait (the card's numbers are printed
+# below the sweep). With more auxiliary logits the channel gets wider. The library runs the whole experiment (teachers, then shared- and
 # different-init students) for several `m`; the dashed lines are the card's means over 32 seeds.
 
 # %%
@@ -374,10 +406,48 @@ ax.set_ylabel("held-out accuracy")
 ax.legend(fontsize=8)
 plt.show()
 
+# %%
+single = card["single_logit_squared_error"]
+print(f"m = 1, squared error on the raw auxiliary logit instead of the softmax KL (card, {card['n_models_per_setting']} seeds): "
+      f"shared init {single['all']['mean']:.3f}, different init {single['none']['mean']:.3f} "
+      f"(with the KL: {card['per_m']['1']['shared']['mean']:.3f} and {card['per_m']['1']['different']['mean']:.3f})")
+
 # %% [markdown]
 # **What does it mean?** More auxiliary logits give the student more constraints on the shared
 # hidden layers per noise image. Does the shared-init accuracy look like it saturates below the
-# teacher's? What would you change to push it up (think of steps, noise batch, width)?
+# teacher's? What would you change to push it up (think of steps, noise batch, width)? And with one
+# auxiliary logit: the softmax KL sees nothing, but the squared error lifts the shared-init student
+# well above chance while the different-init one stays at chance. Which loss did the paper use, and
+# why does the choice matter for "how wide must the channel be"?
+
+# %% [markdown]
+# ## 6b. Which shared parameters carry the trait?
+#
+# Section 8 will claim that the carrier is the shared parametrisation. We can test that claim
+# directly: give the student the teacher's initialisation for **only the output head** (`W3, b3`,
+# the rest drawn afresh from `different_init`), or for **only the hidden layers** (`W1, b1, W2, b2`),
+# and distil exactly as in section 5 (auxiliary logits, noise, the same teachers).
+
+# %%
+partial_inits = {name: sl.mixed_init(shared_init, different_init, sl.SHARING[name]) for name in ("head only", "hidden only")}
+students = distill(sl.stack_params(teachers, teachers), sl.stack_params(*partial_inits.values()), CFG.distill_steps,
+                   CFG.distill_lr, CFG.noise_batch, torch.Generator().manual_seed(12))
+accuracy = digit_accuracy(students, x_test, y_test).numpy()
+sharing_results = {"all shared": results["shared init, aux logits"], "head only": accuracy[:N_MODELS],
+                   "hidden only": accuracy[N_MODELS:], "none shared": results["different init, aux logits"]}
+for name, values in sharing_results.items():
+    card_mean = card["sharing_m10"][name.removesuffix(" shared")]["mean"]
+    print(f"{name:>12}: mean {values.mean():.3f} (min {values.min():.2f}, max {values.max():.2f});  card ({card['n_models_per_setting']} seeds): {card_mean:.3f}")
+
+# %% [markdown]
+# **What does it mean?** On the card's 32 seeds: sharing everything 0.696, **only the output head
+# 0.217**, **only the hidden layers 0.090**, nothing 0.099 (chance is 0.1). Shared hidden layers alone
+# carry nothing measurable, a shared head alone carries a little, and most of the effect needs both:
+# what carries the trait is the shared parametrisation as a whole, not one shared layer. Questions:
+# with a fresh head, the student's auxiliary logits are a different function of the same hidden
+# features: why would matching the teacher's then fail to move the hidden layers the teacher's way?
+# And what could a shared head transfer on its own, with fresh hidden layers under it? (Your
+# run above uses 8 seeds, so expect its means to differ from the card's by a few points.)
 
 # %% [markdown]
 # ## 7. The one-step argument
@@ -408,7 +478,13 @@ plt.show()
 #    (auxiliary logits), taken at `student_init`;
 # 4. per model, `<delta_S, delta_T>` summed over all six parameter tensors.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1: the idea</summary>
+#
+# Two gradients per model: the teacher's on the digit loss at its start, and the student's on the
+# distillation loss towards the stepped teacher. Scale them into steps and take their inner product.
+# </details>
+#
+# <details><summary>Hint 2: the code</summary>
 #
 # `torch.autograd.grad(loss.sum(), list(params.values()))` with
 # `params = {k: v.detach().clone().requires_grad_(True) ...}` returns every model's gradient at once
@@ -472,13 +548,18 @@ plt.show()
 #   that sees none of it, through outputs the trait never touched, on inputs unrelated to it. The
 #   carrier is not content in the data, it is the shared parametrisation: at a shared
 #   initialisation, matching *any* function of the teacher's hidden layers pulls the student's
-#   parameters along the teacher's update (section 7).
+#   parameters along the teacher's update (section 7). Section 6b tested this directly: sharing
+#   only the hidden layers transfers nothing (0.090), only the output head a little (0.217), both
+#   most (0.696).
 # - **What does not**: a different initialisation receives nothing from the same data and the same
-#   loss (section 5); a single auxiliary logit carries nothing (section 6). The all-logits control
-#   transfers to everyone, and that is ordinary distillation, not subliminal learning.
+#   loss (section 5). A single auxiliary logit carries nothing *under the softmax KL* (section 6),
+#   because the softmax of one logit is constant and the loss has no gradient; with a squared error
+#   on the raw logit the same single logit transfers some of the trait (0.244 against 0.112 for a
+#   different initialisation). The all-logits control transfers to everyone, and that is ordinary
+#   distillation, not subliminal learning.
 # - **What this does not show**: that the student learns the teacher's trait *well* (it stays
-#   below the teacher), that the effect survives a student that only shares *part* of the
-#   initialisation, or that it says anything about a particular language model. The paper's
+#   below the teacher), how the effect depends on *how much* of a layer is shared (section 6b shares
+#   whole layers), or that it says anything about a particular language model. The paper's
 #   language-model results rely on the same condition: teacher and student share a base model.
 # - **Consequences**: filtering the data for visible traces of a trait cannot make distillation
 #   from a model safe when the student shares that model's initialisation; a different base model

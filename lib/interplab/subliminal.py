@@ -162,6 +162,14 @@ def distillation_loss(student_logits: Float[Tensor, "models batch logits"], teac
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean(-1)
 
 
+def squared_error_loss(student_logits: Float[Tensor, "models batch logits"], teacher_logits: Float[Tensor, "models batch logits"],
+                       on: Literal["aux", "all"] = "aux") -> Float[Tensor, " models"]:
+    """Squared error between the raw auxiliary logits (``on="aux"``) or all logits, summed over logits
+    and averaged over the batch: unlike the softmax KL it has a gradient with a single auxiliary logit."""
+    pick = aux_logits if on == "aux" else (lambda t: t)
+    return ((pick(student_logits) - pick(teacher_logits)) ** 2).sum(-1).mean(-1)
+
+
 def clone_params(params: Params, requires_grad: bool = False) -> Params:
     return {k: v.detach().clone().requires_grad_(requires_grad) for k, v in params.items()}
 
@@ -250,16 +258,24 @@ def one_step_inner_product(teacher_init: Params, student_init: Params, x: Float[
 # --------------------------------------------------------------------------------------------
 
 
-def run_experiment(n_models: int, config: SubliminalConfig = SubliminalConfig(), seed: int = 0,
-                   controls: bool = True) -> dict[str, np.ndarray]:
-    """Teachers, shared-init and different-init students (and, with ``controls``, the all-logits
-    students), ``n_models`` of each; returns per-model held-out accuracies as numpy arrays."""
-    x_train, y_train, x_test, y_test = digits_tensors()
+def _teachers(n_models: int, config: SubliminalConfig, seed: int) -> tuple[torch.Generator, Params, Params, Params]:
+    """The start of every experiment: ``(generator, shared_init, different_init, trained teachers)``,
+    drawn in this order from one generator seeded with ``seed``."""
+    x_train, y_train, _, _ = digits_tensors()
     generator = torch.Generator().manual_seed(seed)
     shared_init = init_mlps(n_models, config.n_aux, config.hidden, generator)
     different_init = init_mlps(n_models, config.n_aux, config.hidden, generator)
     teachers = train_teachers(shared_init, x_train, y_train, config.teacher_epochs, config.teacher_lr,
                               config.teacher_batch, generator)
+    return generator, shared_init, different_init, teachers
+
+
+def run_experiment(n_models: int, config: SubliminalConfig = SubliminalConfig(), seed: int = 0,
+                   controls: bool = True) -> dict[str, np.ndarray]:
+    """Teachers, shared-init and different-init students (and, with ``controls``, the all-logits
+    students), ``n_models`` of each; returns per-model held-out accuracies as numpy arrays."""
+    generator, shared_init, different_init, teachers = _teachers(n_models, config, seed)
+    _, _, x_test, y_test = digits_tensors()
     # Students from both initialisations train as one batch of 2M models against the same teachers.
     both_teachers, both_inits = stack_params(teachers, teachers), stack_params(shared_init, different_init)
     kinds = {"aux": "", "all": "_all_logits"} if controls else {"aux": ""}
@@ -271,6 +287,37 @@ def run_experiment(n_models: int, config: SubliminalConfig = SubliminalConfig(),
         shared, different = split_params(students, [n_models, n_models])
         result["shared" + suffix] = digit_accuracy(shared, x_test, y_test).numpy()
         result["different" + suffix] = digit_accuracy(different, x_test, y_test).numpy()
+    return result
+
+
+# Which parameters a student shares with its teacher's initialisation (the others are drawn afresh).
+SHARING: dict[str, tuple[str, ...]] = {
+    "all": LAYERS,
+    "head only": ("W3", "b3"),
+    "hidden only": ("W1", "b1", "W2", "b2"),
+    "none": (),
+}
+
+
+def mixed_init(shared: Params, different: Params, shared_layers: tuple[str, ...]) -> Params:
+    """``shared``'s tensors for ``shared_layers``, ``different``'s for the rest."""
+    return {k: (shared if k in shared_layers else different)[k].clone() for k in LAYERS}
+
+
+def run_sharing_experiment(n_models: int, config: SubliminalConfig = SubliminalConfig(), seed: int = 0,
+                           sharing: tuple[str, ...] = tuple(SHARING),
+                           loss_fn: Callable[..., Tensor] = distillation_loss) -> dict[str, np.ndarray]:
+    """Teachers, then students whose initialisation shares the layers ``SHARING[name]`` with the
+    teacher's (auxiliary logits only, ``loss_fn``), all kinds as one batch; held-out accuracy per
+    model for each name in ``sharing``, and ``"teacher"``."""
+    generator, shared_init, different_init, teachers = _teachers(n_models, config, seed)
+    _, _, x_test, y_test = digits_tensors()
+    inits = stack_params(*(mixed_init(shared_init, different_init, SHARING[name]) for name in sharing))
+    students = distill(stack_params(*[teachers] * len(sharing)), inits, config.distill_steps, config.distill_lr,
+                       config.noise_batch, generator, loss_fn=loss_fn)
+    parts = split_params(students, [n_models] * len(sharing))
+    result = {"teacher": digit_accuracy(teachers, x_test, y_test).numpy()}
+    result.update({name: digit_accuracy(part, x_test, y_test).numpy() for name, part in zip(sharing, parts)})
     return result
 
 
@@ -358,6 +405,11 @@ def make_card(n_models: int = 32, aux_sizes: tuple[int, ...] = (1, 2, 3, 5, 10, 
         result = run_experiment(n_models, replace(config, n_aux=m), seed=seed, controls=(m == config.n_aux))
         per_m[str(m)] = {name: _summary(values) for name, values in result.items()}
     signs = inner_product_signs(n_draws, hidden=config.hidden, n_aux=config.n_aux, seed=seed)
+    # Which shared parameters carry the trait (m = 10, KL), and one auxiliary logit under a loss
+    # that has a gradient there (squared error on the raw logit; the softmax KL has none at m = 1).
+    partial = run_sharing_experiment(n_models, config, seed=seed)
+    single_logit = run_sharing_experiment(n_models, replace(config, n_aux=1), seed=seed, sharing=("all", "none"),
+                                          loss_fn=squared_error_loss)
     m10, m3 = per_m.get("10"), per_m.get("3")
     figures = {
         "teacher_m10": m10["teacher"]["mean"] if m10 else None,
@@ -380,6 +432,8 @@ def make_card(n_models: int = 32, aux_sizes: tuple[int, ...] = (1, 2, 3, 5, 10, 
         "thresholds": CARD_THRESHOLDS,
         "passes": card_passes(figures),
         "per_m": per_m,
+        "sharing_m10": {name: _summary(values) for name, values in partial.items()},
+        "single_logit_squared_error": {name: _summary(values) for name, values in single_logit.items()},
         "one_step": {"n_draws": n_draws, "lr": 1e-3,
                      "shared": _summary(signs["shared"]), "different": _summary(signs["different"])},
         "seconds": round(time.perf_counter() - started, 1),

@@ -93,6 +93,24 @@ def label_scores(f: torch.Tensor, labels: dict[str, torch.Tensor], scopes: dict[
     return out
 
 
+def fit(x: torch.Tensor, cfg: Config, architecture: str = "standard", k: int | None = None,
+        log=None) -> tuple[sae_lib.SAE, dict[str, list[float]]]:
+    """An SAE trained on activation rows ``x`` with ``cfg``'s recipe (decoder bias started at the data
+    mean, dead features resampled every ``cfg.resample_every`` steps); ReLU + L1 or TopK with ``k``."""
+    torch.manual_seed(cfg.seed)
+    sae = sae_lib.SAE(sae_lib.SAEConfig(d_in=x.shape[-1], d_sae=cfg.d_sae, architecture=architecture, k=k,
+                                        l1_coefficient=cfg.l1_coefficient, hook_name=HOOK_NAME, model_name=LM_NAME),
+                      generator=torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():  # start the decoder bias at the data mean: the SAE then models deviations
+        sae.b_dec.copy_(x.mean(0))
+    rows = sae_lib.iter_rows(x, cfg.batch_size, cfg.seed)
+    history = sae_lib.train_sae(sae, lambda step: next(rows),
+                                sae_lib.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                                    resample_every=cfg.resample_every, log_every=250, seed=cfg.seed),
+                                log)
+    return sae, history
+
+
 def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=print) -> dict[str, Any]:
     from safetensors.torch import save_file
 
@@ -111,16 +129,7 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
     x = acts[mask]
     log(f"{len(x)} activation vectors of width {x.shape[-1]} at {HOOK_NAME}")
 
-    torch.manual_seed(cfg.seed)
-    sae = sae_lib.SAE(sae_lib.SAEConfig(d_in=x.shape[-1], d_sae=cfg.d_sae, l1_coefficient=cfg.l1_coefficient,
-                                        hook_name=HOOK_NAME, model_name=LM_NAME),
-                      generator=torch.Generator().manual_seed(cfg.seed))
-    with torch.no_grad():  # start the decoder bias at the data mean: the SAE then models deviations
-        sae.b_dec.copy_(x.mean(0))
-    rows = sae_lib.iter_rows(x, cfg.batch_size, cfg.seed)
-    sae_lib.train_sae(sae, lambda step: next(rows),
-                      sae_lib.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                                          resample_every=cfg.resample_every, log_every=250, seed=cfg.seed), log)
+    sae, _ = fit(x, cfg, log=log)
     elapsed, cpu = time.time() - start, time.process_time() - start_cpu
     metrics = evaluate(sae, model, world)
     weights = {k: getattr(sae, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
