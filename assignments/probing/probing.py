@@ -929,7 +929,14 @@ for name, u in units.items():
     print(f"steer along {name:7s} (gap {gap:6.2f}): P(child answers) {float(p_answer.mean()):.3f}")
 
 # %% [markdown]
-# RESULTS_DAS
+# With the solution, on 64 held-out pairs with different questions: IIA **1.000** for the DAS
+# direction (trained on 64 other pairs), 0.953 for the probe's direction, 1.000 for CAA's, 0.000 for
+# a random direction, and 0.594 for the whole vector (which moves the source's question along with
+# its persona). |cosine|: DAS-probe 0.726, DAS-CAA 0.756, probe-CAA 0.945 (random-anything below
+# 0.05). Steering the child along each direction by the expert-child gap gives P(answer) 0.994
+# (DAS, gap 15.1), 0.935 (probe, 18.9), 1.000 (CAA, 20.0) and 0.000 (random, 0.4). Three directions
+# at 40-45 degrees from each other all carry the variable: in this model the persona is not one
+# exact direction but a region that several readings reach.
 #
 # **Questions.** DAS, the probe and CAA answer three different questions: which direction *carries*
 # the variable causally, which *separates* the classes best (for a regularised linear classifier),
