@@ -299,7 +299,6 @@ for label in LABELS:
         print(f"  {hook:26s} test accuracy {r['accuracy']:.3f} (train {r['train_accuracy']:.3f})   "
               f"control {r['control_accuracy']:.3f}   selectivity {r['selectivity']:+.3f}")
 
-# %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for ax, key in zip(axes, ("accuracy", "selectivity")):
     for label in LABELS:
@@ -909,13 +908,8 @@ plt.show()
 for i, a in enumerate(names):
     print(f"|cosine| {a:7s}", "  ".join(f"{b}: {float(cosines[i, j].abs()):.3f}" for j, b in enumerate(names) if j > i))
 
-# %% [markdown]
 # Steering along each direction (as in the steering assignment, at the `?` of the hard-question
-# dialogues only): the child gets `s * u` added, where `u` is the unit direction (signed so that it
-# points from child to expert) and `s` is the gap between the mean expert and mean child activations
-# along `u`, so each direction moves the child as far as the expert is *along that direction*.
-
-# %%
+# dialogues only): see the text below.
 child_base = ~torch.tensor([p == "expert" for p in das_test.base_persona])
 child_prompts, child_prompt_at = das_test.base[child_base], das_test.base_at[child_base]
 answer_token = das_test.counterfactual[child_base]
@@ -929,6 +923,12 @@ for name, u in units.items():
     print(f"steer along {name:7s} (gap {gap:6.2f}): P(child answers) {float(p_answer.mean()):.3f}")
 
 # %% [markdown]
+# The second part of the cell steers the child along each direction (as in the steering assignment,
+# at the `?` of the hard-question dialogues only): the child gets `s * u` added, where `u` is the unit
+# direction (signed so that it points from child to expert) and `s` is the gap between the mean expert
+# and mean child activations along `u`, so each direction moves the child as far as the expert is
+# *along that direction*.
+#
 # With the solution, on 64 held-out pairs with different questions: IIA **1.000** for the DAS
 # direction (trained on 64 other pairs), 0.953 for the probe's direction, 1.000 for CAA's, 0.000 for
 # a random direction, and 0.594 for the whole vector (which moves the source's question along with
