@@ -110,6 +110,9 @@ def test_progress_counts_exactly_what_passes(course, tmp_path) -> None:
     nb = nbformat.read(mine, as_version=4)
     run_checks(nb, mine, timeout=120)
     nbformat.write(nb, mine)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    # what the learner sees under the unsolved check: one line, no traceback through our machinery
+    assert [o.traceback for o in errors] == [["NotImplementedError: mini.row_norms: not implemented yet"]]
     report = workspace.progress(work)
     assert [(r.exercise, r.passed) for r in report[0].rows] == [("mini.softmax", True), ("mini.row_norms", False)]
     assert "<script" not in workspace.progress_html(report) and "mini.softmax" in workspace.progress_html(report)
