@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jupytext
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
@@ -83,10 +86,32 @@ def master_to_notebook(master: Path) -> NotebookNode:
     return nb
 
 
+class LocalIPCKernelManager(AsyncKernelManager):
+    """A local kernel that talks over unix sockets in a private temporary folder: no TCP port is
+    opened, and no "running over TCP without encryption" warning reaches what a learner reads."""
+
+    _runtime_dir: str | None = None
+
+    async def _async_pre_start_kernel(self, **kw: Any):
+        self._runtime_dir = tempfile.mkdtemp(prefix="interplab-kernel-")
+        self.transport = "ipc"
+        self.ip = os.path.join(self._runtime_dir, "kernel")
+        self.connection_file = os.path.join(self._runtime_dir, "kernel.json")
+        return await super()._async_pre_start_kernel(**kw)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and self._runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+
+    cleanup_resources = _async_cleanup_resources
+
+
 def execute(nb: NotebookNode, cwd: Path, env: dict[str, str], timeout: int = 600) -> NotebookNode:
     """Execute ``nb`` in place in a fresh kernel with working directory ``cwd``, going on after
     errors (their outputs stay in the cells)."""
     client = NotebookClient(nb, timeout=timeout, kernel_name=KERNELSPEC["name"], allow_errors=True,
+                            kernel_manager_class=LocalIPCKernelManager,
                             resources={"metadata": {"path": str(cwd)}},
                             extra_arguments=["--HistoryManager.hist_file=:memory:"])
     client.execute(env=env)

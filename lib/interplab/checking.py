@@ -62,11 +62,28 @@ _ALLOWED_DTYPES = {
 MAX_ELEMENTS = 20_000_000  # per decoded array: a bundle cannot make the grader allocate without bound
 
 
-class CheckFailed(AssertionError):
+class _OneLine:
+    """An error IPython shows as its one-line message, not as a traceback through this module
+    (the learner's own code is not in those frames; the message says what to change)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class CheckFailed(_OneLine, AssertionError):
     """Raised in self-study mode when an exercise does not match its reference."""
 
 
-class CheckSpecError(RuntimeError):
+class NotImplementedYet(_OneLine, NotImplementedError):
+    """Raised by a check whose exercise still raises NotImplementedError."""
+
+
+# Notebook error outputs name the exception's class: an unsolved exercise must still read as
+# NotImplementedError there (the build's validation and `interplab check` look for that name).
+NotImplementedYet.__name__ = NotImplementedYet.__qualname__ = "NotImplementedError"
+
+
+class CheckSpecError(_OneLine, RuntimeError):
     """The exercise id, its spec or its references cannot be found or are malformed."""
 
 
@@ -670,7 +687,7 @@ def check(exercise_id: str, obj: Any) -> None:
         if "error" in outcome:
             err = outcome["error"]
             if err["ename"] == "NotImplementedError":
-                raise NotImplementedError(err["evalue"] or f"{exercise.id} is not implemented yet")
+                raise NotImplementedYet(err["evalue"] or f"{exercise.id} is not implemented yet")
             raise CheckFailed(f"{exercise.id}: raised {err['ename']}: {err['evalue']}")
     return None
 
@@ -687,7 +704,7 @@ def _check_self_study(exercise: Exercise, directory: Path, obj: Any) -> Verdict:
              f"{exercise.id}: {'passed' if verdict.passed else 'failed'}")
     if not verdict.passed:
         if all("error" in o and o["error"]["ename"] == "NotImplementedError" for o in outputs["public"]):
-            raise NotImplementedError(f"{exercise.id}: not implemented yet")
+            raise NotImplementedYet(f"{exercise.id}: not implemented yet")
         raise CheckFailed(f"{exercise.id}: {verdict.message}")
     print(f"\u2714 {exercise.id} passed ({len(outputs['public'])} of {len(outputs['public'])} inputs match).")
     return verdict

@@ -48,9 +48,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", type=Path)
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
 
-    p = sub.add_parser("lab", help="JupyterLab on the released notebooks, offline")
+    def workspace_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workspace", type=Path, default=None,
+                       help="your own copies of the assignments (default: $INTERPLAB_WORKSPACE or ./work)")
+
+    p = sub.add_parser("lab", help="self-study: fetch new assignments into your workspace and open JupyterLab there")
     course_arg(p)
+    workspace_arg(p)
     p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+
+    p = sub.add_parser("fetch", help="self-study: copy released assignments into your workspace (never over your files)")
+    course_arg(p)
+    workspace_arg(p)
+
+    p = sub.add_parser("progress", help="self-study: which exercises pass, per assignment in your workspace")
+    workspace_arg(p)
+    p.add_argument("--run", action="store_true", help="re-run every notebook offline now (default: saved results)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell with --run (default 600)")
 
     p = sub.add_parser("hub", help="the local JupyterHub (what `make hub` runs)")
     course_arg(p)
@@ -75,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if getattr(args, "course", "unset") is None:
         args.course = default_course()
+    if getattr(args, "workspace", "unset") is None:
+        from interplab.workspace import default_workspace
+
+        args.workspace = default_workspace()
     try:
         if args.command == "build":
             from interplab.autograder.build import build_command
@@ -88,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lab":
             from interplab.runner import lab_command
             return lab_command(args)
+        if args.command == "fetch":
+            from interplab.runner import fetch_command
+            return fetch_command(args)
+        if args.command == "progress":
+            from interplab.runner import progress_command
+            return progress_command(args)
         if args.command == "hub":
             from interplab.autograder.hub import hub_command
             return hub_command(args)

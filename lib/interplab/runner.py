@@ -1,7 +1,9 @@
-"""Self-study commands: ``interplab check NOTEBOOK`` and ``interplab lab``."""
+"""Self-study commands: ``interplab check NOTEBOOK``, ``interplab lab``, ``interplab fetch`` and
+``interplab progress`` (the workspace itself is :mod:`interplab.workspace`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -23,26 +25,28 @@ class Row:
     message: str
 
 
-def exercise_rows(nb: nbformat.NotebookNode) -> list[Row]:
+def exercise_rows(nb: nbformat.NotebookNode, unrun_ok: bool = False) -> list[Row]:
     """One row per ``check(...)`` call of an executed self-study notebook, in notebook order.
 
     A check that reported a result gives its verdict; a check whose cell failed before reporting
-    (an unsolved exercise raises NotImplementedError, a typo raises NameError) gives that error."""
+    (an unsolved exercise raises NotImplementedError, a typo raises NameError) gives that error.
+    With ``unrun_ok`` (a notebook saved by a learner) a cell that was never run says "not run yet"."""
     rows: list[Row] = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        if unrun_ok and cell.get("execution_count") is None and not cell.get("outputs"):
+            rows.extend(Row(exercise, False, "not run yet") for exercise in _CHECK_CALL.findall(cell.source))
+            continue
         reported = {r["exercise"]: r for r in iter_bundles(cell.get("outputs", []), RESULT_MIME) if isinstance(r, dict)}
         error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
         for exercise in _CHECK_CALL.findall(cell.source):
-            if exercise in reported:
+            if error is not None and error.get("ename") == "NotImplementedError":
+                rows.append(Row(exercise, False, "not implemented yet (NotImplementedError)"))
+            elif exercise in reported:
                 rows.append(Row(exercise, bool(reported[exercise]["passed"]), str(reported[exercise]["message"])))
             elif error is not None:
-                ename, evalue = error.get("ename", "Error"), error.get("evalue", "")
-                if ename == "NotImplementedError":
-                    rows.append(Row(exercise, False, "not implemented yet (NotImplementedError)"))
-                else:
-                    rows.append(Row(exercise, False, f"{ename}: {evalue}".strip()))
+                rows.append(Row(exercise, False, f"{error.get('ename', 'Error')}: {error.get('evalue', '')}".strip()))
             else:
                 rows.append(Row(exercise, False, "the check did not run"))
     return rows
@@ -59,8 +63,14 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def check_notebook_command(args: argparse.Namespace) -> int:
+def run_checks(nb: nbformat.NotebookNode, path: Path, timeout: int) -> None:
+    """Execute a notebook in place, offline and in self-study mode, in its own folder."""
     from interplab.autograder.notebooks import execute, mode_env
+
+    execute(nb, path.parent.resolve(), mode_env("self-study"), timeout=timeout)
+
+
+def check_notebook_command(args: argparse.Namespace) -> int:
     from interplab.errors import UserError
 
     path: Path = args.notebook
@@ -71,7 +81,7 @@ def check_notebook_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # corrupt JSON: say so in one line
         raise UserError(f"{path} is not a readable notebook: {exc}") from exc
     print(f"running {path} offline ...", file=sys.stderr)
-    execute(nb, path.parent.resolve(), mode_env("self-study"), timeout=args.timeout)
+    run_checks(nb, path, args.timeout)
     rows = exercise_rows(nb)
     if not rows:
         raise UserError(f"{path} has no check(...) calls")
@@ -79,18 +89,49 @@ def check_notebook_command(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in rows) else 1
 
 
-def lab_command(args: argparse.Namespace) -> int:
-    """JupyterLab on the released notebooks (self-study mode: offline checks against public
-    references). Builds the course first if nothing is released yet."""
-    from interplab.errors import UserError
-
-    release = Path(args.course) / "release"
+def _released(course: Path) -> Path:
+    """The course's release folder, built first (without validation) if nothing is released yet."""
+    release = Path(course) / "release"
     if not release.is_dir() or not any(release.iterdir()):
-        print("no released assignments yet: building the course first ...", file=sys.stderr)
+        print("no released assignments yet: building the course first (a few minutes per assignment) ...",
+              file=sys.stderr)
         from interplab.autograder.build import build_command
 
-        build_command(argparse.Namespace(course=args.course, assignments=[], skip_validation=True))
+        build_command(argparse.Namespace(course=course, assignments=[], skip_validation=True))
+    return release
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    """Fetch released assignments into the learner's workspace (never over a file already there)."""
+    from interplab import workspace
+
+    results = workspace.fetch(_released(args.course), args.workspace)
+    for line in workspace.describe(results, args.workspace):
+        print(line)
+    print(f"workspace: {args.workspace} ({len(results)} assignments)")
+    return 0
+
+
+def progress_command(args: argparse.Namespace) -> int:
+    from interplab import workspace
+
+    report = workspace.progress(args.workspace, run=args.run, timeout=args.timeout)
+    print(workspace.format_progress(report, args.workspace))
+    return 0
+
+
+def lab_command(args: argparse.Namespace) -> int:
+    """JupyterLab on the learner's workspace (self-study mode: offline checks against public
+    references), after fetching what is new. Builds the course first if nothing is released yet."""
+    from interplab.errors import UserError
+
+    fetch_command(args)
     jupyter = shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-lab")
     if jupyter is None:
         raise UserError("jupyter-lab is not installed in this environment")
-    return subprocess.call([jupyter, f"--notebook-dir={release}", f"--port={args.port}", "--ip=127.0.0.1"])
+    argv = [jupyter, f"--notebook-dir={args.workspace}", f"--port={args.port}", "--ip=127.0.0.1"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")  # a container or a lab machine's admin shell: the learner is root
+    if args.no_browser:
+        argv.append("--no-browser")
+    return subprocess.call(argv)

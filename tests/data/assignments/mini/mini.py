@@ -1,5 +1,10 @@
 # %% [markdown]
 # # Mini: a two-exercise assignment for testing the pipeline quickly (numpy only)
+#
+# **After this notebook you will be able to**
+#
+# - write a numerically stable softmax;
+# - compute the norms of the rows of a matrix.
 
 # %% role="locked" grade_id="setup"
 import numpy as np
