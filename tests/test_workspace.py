@@ -17,9 +17,10 @@ import nbformat
 import pytest
 import requests
 
-from conftest import REPO, TEST_ASSIGNMENTS, interplab, make_course, tool_env
 from interplab import workspace
 from interplab.autograder.hub_testing import free_port
+
+from conftest import REPO, TEST_ASSIGNMENTS, interplab, make_course, tool_env
 
 pytestmark = pytest.mark.slow
 
