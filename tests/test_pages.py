@@ -99,3 +99,27 @@ def test_cells_and_metadata_that_pages_write_unescaped_are_cleaned():
     assert "format" not in out.cells[1].metadata and "raw_mimetype" not in out.cells[1].metadata
     assert "nbgrader" not in out.cells[2].metadata and out.cells[3].metadata.nbgrader.grade_id == "test_softmax"
     assert out.cells[3].id == "cell-3"
+
+
+@pytest.mark.parametrize("path,content_type,is_file,download", [
+    ("/services/formgrader-interplab/formgrader/submissions/abc/", "text/html", False, False),
+    ("/services/formgrader-interplab/files/submitted/bob/mini/evil.html", "text/html", True, True),
+    ("/services/formgrader-interplab/files/submitted/bob/mini/plot.svg", "image/svg+xml", True, True),
+    ("/services/formgrader-interplab/files/submitted/bob/mini/plot.png", "image/png", True, False),
+    ("/services/formgrader-interplab/nbconvert/html/submitted/bob/mini/mini.ipynb", "text/html; charset=UTF-8", True, True),
+    ("/services/formgrader-interplab/view/submitted/bob/mini/evil.html", "text/html", True, True),
+    ("/files/evil.html", "text/html", False, False),  # not under this server's base URL: another server's
+])
+def test_formgrader_responses_get_the_policy_of_their_route(path, content_type, is_file, download):
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    from interplab.autograder.formgrader_csp import FILE_POLICY, PAGE_POLICY, policy_transform
+
+    transform = policy_transform("/services/formgrader-interplab/")(
+        HTTPServerRequest(start_line=RequestStartLine("GET", path, "HTTP/1.1"), headers=HTTPHeaders({"Host": "hub"})))
+    _, headers, _ = transform.transform_first_chunk(200, HTTPHeaders({"Content-Type": content_type}), b"", True)
+    assert headers["Content-Security-Policy"] == (FILE_POLICY if is_file else PAGE_POLICY)
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert (headers.get("Content-Disposition") == "attachment") == download
+    if download:
+        assert headers["Content-Type"].startswith("text/plain")
