@@ -899,8 +899,8 @@ for ax, kind in zip(axes, "QKV"):
     heatmap(composition_scores(model, kind), ax=ax, title=f"{kind}-composition (random: {mean:.2f}, 95%: {q95:.2f})",
             xlabel="layer-1 head", ylabel="layer-0 head")
 plt.show()
-v_head = int(by_position[0, :, changed_at].argmax())  # the layer-0 head that patching found at the corrupted position
-print(f"L0H{v_head}: patching effect at position {changed_at}: {by_position[0, v_head, changed_at]:+.2f}")
+v_head = int(z_change[changed_at].argmax())  # the layer-0 head whose output the corruption changes most (4c's result)
+print(f"L0H{v_head}: |z_clean - z_corrupted| at the corrupted position {changed_at}: {z_change[changed_at, v_head]:.2f}")
 v_scores = "  ".join(f"L1H{h} {x:.3f}" for h, x in enumerate(composition_scores(model, "V")[v_head]))
 print(f"L0H{v_head} V-composition: {v_scores}   random models: mean {baseline['V'][0]:.3f}, "
       f"95th percentile {baseline['V'][1]:.3f}")
