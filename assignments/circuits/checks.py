@@ -40,9 +40,9 @@ def _random_logits_case(rng: np.random.Generator) -> dict[str, Any]:
             "tokens": torch.randint(0, d_vocab, (batch, pos), generator=g)}
 
 
-def _causal_pattern(rng: np.random.Generator, pos: int) -> torch.Tensor:
+def _causal_pattern(rng: np.random.Generator, pos: int, batch: int | None = None, heads: int | None = None) -> torch.Tensor:
     g = torch_generator(rng)
-    batch, heads = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+    batch, heads = batch or int(rng.integers(1, 5)), heads or int(rng.integers(1, 7))
     scores = torch.randn(batch, heads, pos, pos, generator=g) * 2
     causal = torch.ones(pos, pos, dtype=torch.bool).tril()
     return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
@@ -331,15 +331,19 @@ EXERCISES = [
 
 def _target_pattern_case(rng: np.random.Generator) -> dict[str, Any]:
     """A random causal pattern and a random causal detection mask with: several target keys in
-    some rows (a sum, not a mean), query 0 targeted most of the time (it must be left out), and at
-    least one row q >= 1 with a target and one without (only rows with a target are averaged)."""
+    some rows (a sum, not a mean), query 0 always targeted (leaving it out must matter on every
+    case), and at least one row q >= 1 with a target and one without (only rows with a target
+    are averaged)."""
     pos = int(rng.integers(4, 17))
-    pattern = _causal_pattern(rng, pos)
+    batch = int(rng.integers(2, 5))  # batch != heads, both > 1: averaging over the wrong axis shows
+    pattern = _causal_pattern(rng, pos, batch, batch + int(rng.integers(1, 4)))
     target = np.tril(rng.random((pos, pos)) < rng.uniform(0.15, 0.45))
-    target[0, 0] = rng.random() < 0.7
-    with_target, without = rng.choice(np.arange(1, pos), size=2, replace=False)
-    target[with_target, int(rng.integers(0, with_target + 1))] = True
+    target[0, 0] = True
+    with_target, without, several = rng.choice(np.arange(1, pos), size=3, replace=False)
+    target[with_target] = False  # exactly one of its q + 1 >= 2 keys: a score below 1 (a full row
+    target[with_target, int(rng.integers(0, with_target + 1))] = True  # scores 1, like query 0)
     target[without] = False
+    target[several, rng.choice(several + 1, size=2, replace=False)] = True  # a row with two target keys
     return {"pattern": pattern, "target": torch.from_numpy(target)}
 
 
