@@ -5,7 +5,10 @@ known mistake is caught and named).
 Independent implementations used as oracles:
 - per-token loss: TransformerLens's ``lm_cross_entropy_loss`` (what ``return_type="loss"`` uses);
 - head scores: ``transformer_lens.head_detector.detect_head`` (error_measure="mul");
-- composition scores: ``HookedTransformer.all_composition_scores``.
+- composition scores: ``HookedTransformer.all_composition_scores``;
+- direct logit attribution: ``ActivationCache.stack_head_results`` + ``logit_attrs``;
+- per-position patching: ``transformer_lens.patching.get_act_patch_attn_head_out_by_pos``;
+- the detector to design: heads planted with ``attn_only_2l.plant_head`` (the truth is known).
 """
 from __future__ import annotations
 
@@ -28,9 +31,7 @@ with torch.enable_grad():  # the master's setup turns gradients off for the whol
     sol = SimpleNamespace(**CIRCUITS.namespace())  # the master's own solution cells (and its setup)
 SOLUTIONS = {
     "circuits.per_token_loss": sol.per_token_loss,
-    "circuits.current_token_score": sol.current_token_score,
-    "circuits.previous_token_score": sol.previous_token_score,
-    "circuits.first_token_score": sol.first_token_score,
+    "circuits.attention_score": sol.attention_score,
     "circuits.induction_score": sol.induction_score,
     "circuits.ablation_loss_increase": sol.ablation_loss_increase,
     "circuits.logit_diff": sol.logit_diff,
@@ -39,6 +40,9 @@ SOLUTIONS = {
     "circuits.pos_qk_circuit": sol.pos_qk_circuit,
     "circuits.composition_score": sol.composition_score,
     "circuits.composition_scores": sol.composition_scores,
+    "circuits.find_offset_heads": sol.find_offset_heads,
+    "circuits.head_position_patching_effect": sol.head_position_patching_effect,
+    "circuits.head_logit_attribution": sol.head_logit_attribution,
 }
 EXERCISES = CIRCUITS.exercises
 
@@ -87,6 +91,22 @@ def test_training_is_seeded(tmp_path):
     a, b = (load_file(str(tmp_path / run / f"{attn_only_2l.ZOO_NAME}.safetensors")) for run in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert cards[0]["metrics"] == cards[1]["metrics"]
+
+
+def test_seed_replaces_the_recipe_seed(tmp_path):
+    """``train(..., seed=N)`` (what ``interplab zoo train NAME --seed N`` calls) trains another run
+    and says so in the card; the command refuses a new seed without --out (the shipped weights stay)."""
+    from safetensors.torch import load_file
+
+    short = attn_only_2l.TrainConfig(steps=15, batch=8, eval_batch=8, log_every=5)
+    cards = {seed: attn_only_2l.train(tmp_path / str(seed), short, seed=seed) for seed in (0, 1)}
+    assert cards[1]["seed"] == 1 and cards[1]["recipe"]["train_config"]["seed"] == 1
+    assert [e["step"] for e in cards[0]["loss_curve"]] == [0, 5, 10, 14]
+    a, b = (load_file(str(tmp_path / str(seed) / f"{attn_only_2l.ZOO_NAME}.safetensors")) for seed in (0, 1))
+    assert not torch.equal(a["embed.W_E"], b["embed.W_E"])
+    refused = subprocess.run([sys.executable, "-m", "interplab.cli", "zoo", "train", "attn-only-2l", "--seed", "3"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--seed needs --out" in refused.stderr
 
 
 def test_data_helpers_are_seeded_and_well_formed():
@@ -148,9 +168,11 @@ def test_head_scores_match_transformer_lens_detect_head():
         _, cache = model.run_with_cache(tokens)
         pattern = torch.stack([cache["pattern", layer] for layer in range(2)])  # layer batch head q k
         L = tokens.shape[1]
-        ours = {name: torch.stack([fn(pattern[layer]) for layer in range(2)])
-                for name, fn in [("prev", sol.previous_token_score), ("ind", sol.induction_score),
-                                 ("cur", sol.current_token_score), ("first", sol.first_token_score)]}
+        eye = torch.eye(L, dtype=torch.bool)
+        masks = {"prev": eye.roll(-1, dims=1).tril(), "cur": eye, "first": torch.zeros(L, L, dtype=torch.bool).index_fill_(1, torch.tensor([0]), True)}
+        ours = {name: torch.stack([sol.attention_score(pattern[layer], mask) for layer in range(2)])
+                for name, mask in masks.items()}
+        ours["ind"] = torch.stack([sol.induction_score(pattern[layer]) for layer in range(2)])
         tl = {
             "prev": detect_head(model, text, "previous_token_head", error_measure="mul"),
             "ind": detect_head(model, text, "induction_head", error_measure="mul"),
@@ -191,7 +213,8 @@ def test_previous_token_head_feeds_the_induction_head_keys(model):
     largest, well above the scores of a randomly initialised model, and above its Q-composition."""
     tokens = attn_only_2l.repeated_tokens(16, 15, torch.Generator().manual_seed(11))
     _, cache = model.run_with_cache(tokens)
-    prev_head = int(sol.previous_token_score(cache["pattern", 0]).argmax())
+    prev_mask = torch.eye(tokens.shape[1], dtype=torch.bool).roll(-1, dims=1).tril()  # key q - 1 for every q >= 1
+    prev_head = int(sol.attention_score(cache["pattern", 0], prev_mask).argmax())
     induction_heads = (sol.induction_score(cache["pattern", 1]) > 0.9).nonzero()[:, 0].tolist()
     assert induction_heads
     with torch.no_grad():
@@ -257,3 +280,61 @@ def test_each_probe_fails_and_is_named(exercise_id, probe_name):
     assert not verdict.passed
     assert verdict.fraction == 0.0, f"probe {probe_name} matches the reference on some hidden input"
     assert probe.message in verdict.message, verdict.message
+
+
+# --------------------------------------------------------------------------------------------
+# New exercises vs independent implementations
+# --------------------------------------------------------------------------------------------
+
+
+def test_head_logit_attribution_matches_transformer_lens_and_is_exact(model):
+    """Ours vs TransformerLens's ``stack_head_results`` + ``logit_attrs`` (its own DLA code), and
+    the decomposition is exact without LayerNorm: heads + embeddings + b_O + b_U = logit difference."""
+    prompts = attn_only_2l.induction_prompts(6, 10, torch.Generator().manual_seed(4))
+    for m in (model, attn_only_2l.random_model(torch.Generator().manual_seed(6))):
+        assert m.cfg.normalization_type is None
+        with torch.no_grad():
+            logits, cache = m.run_with_cache(prompts["clean"])
+            stack = cache.stack_head_results(layer=-1, pos_slice=-1)  # [component, batch, d_model]
+            theirs = cache.logit_attrs(stack, tokens=prompts["correct"], incorrect_tokens=prompts["wrong"], pos_slice=-1)
+            ours = sol.head_logit_attribution(m, prompts["clean"], prompts["correct"], prompts["wrong"])
+            torch.testing.assert_close(ours.flatten(), theirs.mean(dim=-1), rtol=1e-4, atol=1e-4)
+            direction = (m.W_U[:, prompts["correct"]] - m.W_U[:, prompts["wrong"]]).T
+            rest = ((cache["embed"][:, -1] + cache["pos_embed"][:, -1] + m.b_O.sum(0)) * direction).sum(-1) \
+                + m.b_U[prompts["correct"]] - m.b_U[prompts["wrong"]]
+            ld = sol.logit_diff(logits, prompts["correct"], prompts["wrong"])
+            torch.testing.assert_close(ours.sum() + rest.mean(), ld.mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_position_patching_matches_transformer_lens(model):
+    """Ours vs ``transformer_lens.patching.get_act_patch_attn_head_out_by_pos`` ([layer, pos, head])."""
+    from transformer_lens import patching
+
+    p = attn_only_2l.induction_prompts(4, 6, torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        clean_logits, clean_cache = model.run_with_cache(p["clean"])
+        clean_ld = sol.logit_diff(clean_logits, p["correct"], p["wrong"]).mean()
+        corrupted_ld = sol.logit_diff(model(p["corrupted"]), p["correct"], p["wrong"]).mean()
+
+        def metric(logits):
+            return (sol.logit_diff(logits, p["correct"], p["wrong"]).mean() - corrupted_ld) / (clean_ld - corrupted_ld)
+
+        theirs = patching.get_act_patch_attn_head_out_by_pos(model, p["corrupted"], clean_cache, metric)
+        ours = sol.head_position_patching_effect(model, **p)
+    torch.testing.assert_close(ours, theirs.permute(0, 2, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_offset_detector_finds_exactly_the_planted_heads_on_many_models():
+    """The reference detector recovers the planted heads (and no distractor) on 40 simulated hidden
+    models, so that the exercise's truth is reachable; a head planted with another offset is found
+    with that offset."""
+    import numpy as np
+
+    exercise = EXERCISES["circuits.find_offset_heads"]
+    for seed in range(40):
+        case = exercise.make_case(np.random.default_rng(seed))
+        output = exercise.call(sol.find_offset_heads, case)
+        ok, message = exercise.judge(output, output)
+        assert ok and np.array_equal(output["found"], output["planted"]), (seed, output, message)
+    planted = attn_only_2l.plant_head(attn_only_2l.random_model(torch.Generator().manual_seed(1)), 1, 2, 3, 3.5)
+    assert sol.find_offset_heads(planted) == [(1, 2, 3)]

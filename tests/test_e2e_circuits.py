@@ -17,13 +17,13 @@ from conftest import edit_solution, interplab, read_csv, read_csv_rows, tool_env
 pytestmark = pytest.mark.slow
 
 # Two plausible mistakes: the loss is not shifted (predicts the current token), and the
-# previous-token score reads the main diagonal.
+# detector keeps query 0 (which can only attend to itself).
 UNSHIFTED_LOSS = '''def per_token_loss(logits, tokens):
     log_probs = logits[:, 1:].log_softmax(dim=-1)
     return -log_probs.gather(dim=-1, index=tokens[:, 1:, None])[..., 0]
 '''
-CURRENT_NOT_PREVIOUS = '''def previous_token_score(pattern):
-    return pattern.diagonal(offset=0, dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, -1))
+QUERY_ZERO_KEPT = '''def attention_score(pattern, target):
+    return (pattern * target).sum(-1)[..., target.any(-1)].mean(dim=(0, -1))
 '''
 # Every comparison helper a naive grader might trust, and `check` itself, patched to pass; the
 # functions themselves are wrong.
@@ -85,7 +85,7 @@ def test_grade_three_submissions_and_a_cheater(course):
     (submitted / "master" / "circuits" / "circuits.ipynb").write_bytes(source_nb.read_bytes())
     (submitted / "untouched" / "circuits").mkdir(parents=True)
     (submitted / "untouched" / "circuits" / "circuits.ipynb").write_bytes(release_nb.read_bytes())
-    edit_solution(source_nb, {"impl_per_token_loss": UNSHIFTED_LOSS, "impl_previous_token_score": CURRENT_NOT_PREVIOUS},
+    edit_solution(source_nb, {"impl_per_token_loss": UNSHIFTED_LOSS, "impl_attention_score": QUERY_ZERO_KEPT},
                   submitted / "two_wrong" / "circuits" / "circuits.ipynb")
     edit_solution(source_nb, {"impl_per_token_loss": CHEAT}, submitted / "cheater" / "circuits" / "circuits.ipynb")
 
@@ -97,14 +97,14 @@ def test_grade_three_submissions_and_a_cheater(course):
     for grade_id, points in cells.items():
         assert grades[("master", grade_id)] == (points, points), grade_id
         assert grades[("untouched", grade_id)] == (0, points), grade_id
-        wrong = grade_id in ("test_per_token_loss", "test_previous_token_score")
+        wrong = grade_id in ("test_per_token_loss", "test_attention_score")
         assert grades[("two_wrong", grade_id)] == (0 if wrong else points, points), grade_id
         # Replacing `check` leaves every later test cell without a check result: 0 everywhere.
         assert grades[("cheater", grade_id)] == (0, points), grade_id
     assert {status for *_, status in read_csv_rows(course / "grades" / "circuits.csv").values()} == {"ok"}
 
     feedback = (course / "feedback" / "two_wrong" / "circuits" / "circuits.html").read_text()
-    assert "circuits.per_token_loss" in feedback and "circuits.previous_token_score" in feedback
+    assert "circuits.per_token_loss" in feedback and "circuits.attention_score" in feedback
 
     hidden = json.loads((course / ".interplab" / "circuits" / "references.json").read_text())
     for student in ("master", "untouched", "two_wrong", "cheater"):

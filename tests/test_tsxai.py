@@ -11,7 +11,9 @@ with the master's locked setup cell). They are cross-checked against independent
 - a second, deliberately plain implementation of deletion/insertion AUC (numpy loops), and of
   comprehensiveness/sufficiency;
 - TSR against a literal transcription of Ismail et al.'s Algorithm 1 (loops over t and i);
-- the LIME surrogate against scikit-learn's weighted ``LinearRegression``.
+- the LIME surrogate against scikit-learn's weighted ``LinearRegression``;
+- the model-randomisation check against Captum's ``Saliency`` on every stage and
+  ``scipy.stats.spearmanr``.
 
 Then every Exercise in ``checks.py`` passes against the reference and fails against each of its
 probes with the probe's diagnosis, and the student version raises only NotImplementedError.
@@ -378,6 +380,33 @@ def checks(ref):
     module.bind_reference(ref)
     yield module
     module.bind_reference(None)
+
+
+def test_randomisation_similarity_agrees_with_captum_and_scipy(ref, setting):
+    """The sanity check (Adebayo et al. 2018) against an independent pipeline: Captum's
+    ``Saliency(abs=True)`` on every stage of the cascade and ``scipy.stats.spearmanr`` per example;
+    the cascade is cumulative from the top, seeded, and leaves the trained model untouched."""
+    from scipy.stats import spearmanr
+
+    from interplab.tsxai import cascading_randomisation
+
+    model, inputs, target = setting
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ours = ref["randomisation_similarity"](model, inputs, target, ref["saliency"], seed=3)
+    trained = captum_attr.Saliency(model).attribute(inputs, target=target, abs=True).flatten(1)
+    stages = list(cascading_randomisation(model, seed=3))
+    assert [name for name, _ in stages] == ["classifier", "blocks.2", "blocks.1", "blocks.0"]
+    for row, (name, randomised) in enumerate(stages):
+        theirs = captum_attr.Saliency(randomised).attribute(inputs, target=target, abs=True).flatten(1)
+        expected = [spearmanr(a.numpy(), b.numpy()).statistic for a, b in zip(trained, theirs)]
+        np.testing.assert_allclose(ours[row].numpy(), expected, rtol=1e-5, atol=1e-6)
+        # cumulative: the layers below the stage are the trained ones, the stage's own layer is not
+        changed = {k for k, v in randomised.state_dict().items() if not torch.equal(v, before[k])}
+        assert any(k.startswith(name) for k in changed) and all(
+            k.startswith(tuple(n for n, _ in stages[:row + 1])) for k in changed), (name, changed)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    again = ref["randomisation_similarity"](model, inputs, target, ref["saliency"], seed=3)
+    assert torch.equal(ours, again)
 
 
 def _exercise_names():

@@ -40,16 +40,12 @@ def _random_logits_case(rng: np.random.Generator) -> dict[str, Any]:
             "tokens": torch.randint(0, d_vocab, (batch, pos), generator=g)}
 
 
-def _causal_pattern(rng: np.random.Generator, pos: int) -> torch.Tensor:
+def _causal_pattern(rng: np.random.Generator, pos: int, batch: int | None = None, heads: int | None = None) -> torch.Tensor:
     g = torch_generator(rng)
-    batch, heads = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+    batch, heads = batch or int(rng.integers(1, 5)), heads or int(rng.integers(1, 7))
     scores = torch.randn(batch, heads, pos, pos, generator=g) * 2
     causal = torch.ones(pos, pos, dtype=torch.bool).tril()
     return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
-
-
-def _pattern_case(rng: np.random.Generator) -> dict[str, Any]:
-    return {"pattern": _causal_pattern(rng, int(rng.integers(3, 17)))}
 
 
 def _repeated_pattern_case(rng: np.random.Generator) -> dict[str, Any]:
@@ -139,26 +135,33 @@ def _final_logit_diff(logits, correct, wrong, pos=-1):
     return final.gather(-1, correct[:, None])[:, 0] - final.gather(-1, wrong[:, None])[:, 0]
 
 
-def _patching_probe(hook_kind="z", denoise=True, normalise=True):
-    """Patch one head's ``hook_<hook_kind>`` between the runs; ``denoise`` = clean into corrupted."""
+def _patching_probe(hook_kind="z", denoise=True, normalise=True, positions="all"):
+    """Patch one head's ``hook_<hook_kind>`` between the runs; ``denoise`` = clean into corrupted.
+    ``positions``: "all" at once (a ``[layer, head]`` result), or one position at a time, "each"
+    alone or every position up to it ("prefix"), for a ``[layer, head, pos]`` result."""
     def probe(model, clean, corrupted, correct, wrong):
         with torch.no_grad():
             source, target = (clean, corrupted) if denoise else (corrupted, clean)
             _, cache = model.run_with_cache(source)
             clean_ld = _final_logit_diff(model(clean), correct, wrong).mean()
             corrupted_ld = _final_logit_diff(model(corrupted), correct, wrong).mean()
-            out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+            head_dim = 1 if hook_kind == "pattern" else 2
+            wheres = [slice(None)] if positions == "all" else \
+                [pos if positions == "each" else slice(0, pos + 1) for pos in range(clean.shape[1])]
+            out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, len(wheres))
             for layer in range(model.cfg.n_layers):
                 name = get_act_name(hook_kind, layer)
-                head_dim = 1 if hook_kind == "pattern" else 2
                 for head in range(model.cfg.n_heads):
-                    def hook(act, hook, head=head):
-                        index = (slice(None),) * head_dim + (head,)
-                        act[index] = cache[hook.name][index]
-                        return act
-                    patched = _final_logit_diff(model.run_with_hooks(target, fwd_hooks=[(name, hook)]), correct, wrong).mean()
-                    out[layer, head] = (patched - corrupted_ld) / (clean_ld - corrupted_ld) if normalise else patched - corrupted_ld
-            return out
+                    for i, where in enumerate(wheres):
+                        def hook(act, hook, head=head, where=where):
+                            # the position axis is the one before the head axis (pattern: the query axis after it)
+                            index = (slice(None), head, where) if head_dim == 1 else (slice(None), where, head)
+                            act[index] = cache[hook.name][index]
+                            return act
+                        patched = _final_logit_diff(model.run_with_hooks(target, fwd_hooks=[(name, hook)]), correct, wrong).mean()
+                        delta = patched - corrupted_ld
+                        out[layer, head, i] = delta / (clean_ld - corrupted_ld) if normalise else delta
+            return out[..., 0] if positions == "all" else out
     return probe
 
 
@@ -208,41 +211,6 @@ EXERCISES = [
                   "you normalised over the position axis; log_softmax must run over the vocabulary (last) axis"),
             Probe("log_prob_not_loss", lambda logits, tokens: -_nll(logits[:, :-1], tokens[:, 1:]),
                   "you returned log-probabilities; the loss is their negative"),
-        ],
-    ),
-    Exercise(
-        id="circuits.current_token_score",
-        make_case=_pattern_case,
-        probes=[
-            Probe("include_first_query", lambda pattern: _diag_mean(pattern, 0),
-                  "you included query position 0, which can only attend to itself; average over queries 1.."),
-            Probe("mean_over_heads", lambda pattern: pattern.diagonal(dim1=-2, dim2=-1)[..., 1:].mean(dim=(1, -1)),
-                  "you averaged over heads instead of over the batch"),
-        ],
-    ),
-    Exercise(
-        id="circuits.previous_token_score",
-        make_case=_pattern_case,
-        probes=[
-            Probe("current_token", lambda pattern: _diag_mean(pattern, 0, 1),
-                  "wrong diagonal offset: you measured attention to the current token (offset 0), not the previous one (offset -1)"),
-            Probe("offset_minus_two", lambda pattern: _diag_mean(pattern, -2),
-                  "wrong diagonal offset: you looked two tokens back (offset -2)"),
-            Probe("key_query_swapped", lambda pattern: _diag_mean(pattern, 1),
-                  "you read the pattern as [key, query]; its last two axes are [query_pos, key_pos], so the "
-                  "previous token is the diagonal just below the main one"),
-            Probe("divide_by_all_queries", lambda pattern: pattern.diagonal(-1, -2, -1).sum(-1).mean(0) / pattern.shape[-2],
-                  "you divided by every query position; query 0 has no previous token, average over queries 1.."),
-        ],
-    ),
-    Exercise(
-        id="circuits.first_token_score",
-        make_case=_pattern_case,
-        probes=[
-            Probe("include_first_query", lambda pattern: pattern[..., :, 0].mean(dim=(0, -1)),
-                  "you included query position 0, which must attend to itself (= the first token); average over queries 1.."),
-            Probe("key_query_swapped", lambda pattern: pattern[..., 0, 1:].mean(dim=(0, -1)),
-                  "you indexed [key, query]; the pattern's last two axes are [query_pos, key_pos]"),
         ],
     ),
     Exercise(
@@ -355,6 +323,196 @@ EXERCISES = [
                   "you multiplied in the wrong order (W_B W_A); the layer-0 head's W_OV comes first"),
             Probe("axes_swapped", _composition_probe(transpose_out=True),
                   "rows and columns are swapped: rows are layer-0 heads, columns layer-1 heads"),
+        ],
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# New exercises (science): a parametrised detector, a detector to design, per-position patching,
+# direct logit attribution
+# --------------------------------------------------------------------------------------------
+
+
+def _target_pattern_case(rng: np.random.Generator) -> dict[str, Any]:
+    """A random causal pattern and a random causal detection mask with: several target keys in
+    some rows (a sum, not a mean), query 0 always targeted (leaving it out must matter on every
+    case), and at least one row q >= 1 with a target and one without (only rows with a target
+    are averaged)."""
+    pos = int(rng.integers(4, 17))
+    batch = int(rng.integers(2, 5))  # batch != heads, both > 1: averaging over the wrong axis shows
+    pattern = _causal_pattern(rng, pos, batch, batch + int(rng.integers(1, 4)))
+    target = np.tril(rng.random((pos, pos)) < rng.uniform(0.15, 0.45))
+    target[0, 0] = True
+    with_target, without, several = rng.choice(np.arange(1, pos), size=3, replace=False)
+    target[with_target] = False  # exactly one of its q + 1 >= 2 keys: a score below 1 (a full row
+    target[with_target, int(rng.integers(0, with_target + 1))] = True  # scores 1, like query 0)
+    target[without] = False
+    target[several, rng.choice(several + 1, size=2, replace=False)] = True  # a row with two target keys
+    return {"pattern": pattern, "target": torch.from_numpy(target)}
+
+
+def _attention_on_target(pattern, target, rows, reduce_keys="sum"):
+    on_target = (pattern * target).sum(-1)
+    if reduce_keys == "mean":
+        on_target = on_target / target.sum(-1).clamp(min=1)
+    return on_target[..., rows].mean(dim=(0, -1))
+
+
+def _rows_with_target(target, skip_first=True):
+    rows = target.any(-1)
+    if skip_first:
+        rows[0] = False
+    return rows
+
+
+def _offset_mask(pos: int, k: int) -> torch.Tensor:
+    return torch.ones(pos, pos, dtype=torch.bool).tril(-k).triu(-k)
+
+
+def _planted_model_case(rng: np.random.Generator) -> dict[str, Any]:
+    """A random model with 1-3 heads planted to attend k in 1..4 back (the answer), one head planted
+    on BOS and one on the current token (k = 0): distractors that must not be reported."""
+    model = attn_only_2l.random_model(torch_generator(rng))
+    heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    n_offset = int(rng.integers(1, 4))
+    targets = [int(k) for k in rng.integers(1, 5, size=n_offset)] + ["bos", 0]
+    planted = []
+    for i, (index, target) in enumerate(zip(rng.permutation(len(heads)), targets)):
+        layer, head = heads[index]
+        attn_only_2l.plant_head(model, layer, head, target, float(rng.uniform(3.5, 6.0)))
+        if i < n_offset:
+            planted.append((layer, head, target))
+    return {"model": model, "planted": planted}
+
+
+def _triples(found: Any) -> np.ndarray:
+    """A detector's answer as a sorted ``[n, 3]`` int64 array of (layer, head, k)."""
+    try:
+        rows = sorted({tuple(int(x) for x in triple) for triple in found})
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"find_offset_heads must return a list of (layer, head, k) triples of ints: {error}") from None
+    if any(len(row) != 3 for row in rows):
+        raise TypeError("find_offset_heads must return (layer, head, k) triples: three ints each")
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _call_detector(fn, case):
+    # The planted truth travels with the output; the grader takes it from the reference run only.
+    return {"found": _triples(fn(case["model"])), "planted": _triples(case["planted"])}
+
+
+def _judge_offset_heads(output: Any, reference: Any) -> tuple[bool, str]:
+    try:
+        found = {tuple(row) for row in np.asarray(output["found"]).reshape(-1, 3).tolist()}
+        planted = {tuple(row) for row in np.asarray(reference["planted"]).reshape(-1, 3).tolist()}
+    except (TypeError, KeyError, ValueError):
+        return False, "output: expected the (layer, head, k) triples of find_offset_heads"
+    if found == planted:
+        return True, ""
+    return False, (f"output: {len(planted - found)} of {len(planted)} planted offset heads missed, "
+                   f"{len(found - planted)} reported that are not planted (a right head with a wrong k counts as both)")
+
+
+def _offset_detector_probe(ks=range(1, 5), threshold=0.3):
+    def probe(model):
+        pos = model.cfg.n_ctx
+        tokens = torch.randint(1, model.cfg.d_vocab, (16, pos), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)
+        found = []
+        for layer in range(model.cfg.n_layers):
+            pattern = cache["pattern", layer]
+            scores = torch.stack([_attention_on_target(pattern, m, _rows_with_target(m))
+                                  for m in (_offset_mask(pos, k) for k in ks)])
+            best, index = scores.max(dim=0)
+            found += [(layer, head, list(ks)[int(index[head])]) for head in range(model.cfg.n_heads) if best[head] > threshold]
+        return found
+    return probe
+
+
+def _dla_case(rng: np.random.Generator) -> dict[str, Any]:
+    """Random weights and biases (b_O, b_U non-zero: a bias counted in a head shows), induction prompts."""
+    g = torch_generator(rng)
+    prompts = attn_only_2l.induction_prompts(int(rng.integers(2, 7)), int(rng.integers(4, 12)), g)
+    return {"model": attn_only_2l.random_model(g), "tokens": prompts["clean"],
+            "correct": prompts["correct"], "wrong": prompts["wrong"]}
+
+
+def _dla_probe(direction="difference", positions="last", bias_share=False, sign=1.0):
+    def probe(model, tokens, correct, wrong):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)
+            W_dir = model.W_U[:, correct] if direction == "correct" else model.W_U[:, correct] - model.W_U[:, wrong]
+            out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+            for layer in range(model.cfg.n_layers):
+                z = cache["z", layer] if positions == "all" else cache["z", layer][:, -1:]
+                heads_out = torch.einsum("bphd,hdm->bphm", z, model.W_O[layer])
+                if bias_share:
+                    heads_out = heads_out + model.b_O[layer] / model.cfg.n_heads
+                out[layer] = torch.einsum("bphm,mb->bph", heads_out, W_dir).mean(dim=(0, 1))
+            return sign * out
+    return probe
+
+
+EXERCISES += [
+    Exercise(
+        id="circuits.attention_score",
+        make_case=_target_pattern_case,
+        probes=[
+            Probe("include_first_query", lambda pattern, target: _attention_on_target(pattern, target, _rows_with_target(target, False)),
+                  "you included query 0, which can only attend to itself; leave it out of the average"),
+            Probe("all_queries", lambda pattern, target: (pattern * target).sum(-1)[..., 1:].mean(dim=(0, -1)),
+                  "you averaged over every query 1..pos-1; average only over the queries whose row of target has a True"),
+            Probe("mask_transposed", lambda pattern, target: _attention_on_target(pattern, target.T, _rows_with_target(target.T)),
+                  "you read the mask as [key, query]; target, like the pattern, is [query_pos, key_pos]"),
+            Probe("mean_over_target_keys", lambda pattern, target: _attention_on_target(pattern, target, _rows_with_target(target), "mean"),
+                  "you averaged the attention over a row's target keys; sum it (the attention the query puts on its targets)"),
+            Probe("mean_over_heads", lambda pattern, target: (pattern * target).sum(-1)[..., _rows_with_target(target)].mean(dim=(1, -1)),
+                  "you averaged over heads instead of over the batch; return one score per head"),
+        ],
+    ),
+    Exercise(
+        id="circuits.find_offset_heads",
+        make_case=_planted_model_case,
+        call=_call_detector,
+        n_public=2, n_hidden=4,
+        judge=_judge_offset_heads,
+        probes=[
+            Probe("no_threshold", _offset_detector_probe(threshold=float("-inf")),
+                  "you reported a k for every head; most heads attend to no fixed offset: keep only heads whose "
+                  "attention on their best offset stands far above a random head's"),
+            Probe("current_token_reported", _offset_detector_probe(ks=range(0, 5)),
+                  "you reported heads that attend to the current token (k = 0); only k = 1..4 count"),
+        ],
+    ),
+    Exercise(
+        id="circuits.head_position_patching_effect",
+        make_case=_patching_case,
+        n_public=1, n_hidden=2,
+        tolerances=MODEL_TOL,
+        probes=[
+            Probe("noising", _patching_probe(denoise=False, positions="each"),
+                  "you patched corrupted activations into the clean run; patch clean activations into the corrupted run"),
+            Probe("not_normalised", _patching_probe(normalise=False, positions="each"),
+                  "you returned patched - corrupted; divide by (clean - corrupted)"),
+            Probe("prefix", _patching_probe(positions="prefix"),
+                  "you patched every position up to p; patch the head at position p alone"),
+        ],
+    ),
+    Exercise(
+        id="circuits.head_logit_attribution",
+        make_case=_dla_case,
+        tolerances=MODEL_TOL,
+        probes=[
+            Probe("correct_only", _dla_probe(direction="correct"),
+                  "you projected on W_U[:, correct] only; the logit difference needs W_U[:, correct] - W_U[:, wrong]"),
+            Probe("sign_flipped", _dla_probe(sign=-1.0),
+                  "the sign is flipped: correct minus wrong"),
+            Probe("all_positions", _dla_probe(positions="all"),
+                  "you averaged over every position; the logit difference is read at the last position"),
+            Probe("bias_shared", _dla_probe(bias_share=True),
+                  "you shared b_O among the heads; the bias belongs to no head: leave it out"),
         ],
     ),
 ]

@@ -10,11 +10,15 @@
 #
 # - measure a model's per-token loss and see *where* in a sequence it has learned something;
 # - classify attention heads (previous-token, current-token, first-token, induction) from their
-#   attention patterns with simple scores;
-# - find out which heads matter with **ablations** (zero and mean) and **activation patching**,
-#   using a logit-difference metric normalised between a clean and a corrupted run;
+#   attention patterns with one parametrised score, and design a detector of your own that finds
+#   planted heads in models you have never seen;
+# - find out which heads matter with **ablations** (zero and mean) and **activation patching**
+#   (per head, then per head and position), using a logit-difference metric normalised between a
+#   clean and a corrupted run, and split the logit difference exactly into **direct logit
+#   attributions**;
 # - read a head's job off its weights: **QK and OV circuits** with TransformerLens's
-#   `FactoredMatrix`, and **composition scores** that show one head feeding another.
+#   `FactoredMatrix`, and **composition scores** that show one head feeding another, and say
+#   where they mislead.
 #
 # **Read first** (an hour well spent):
 #
@@ -46,7 +50,8 @@
 # %% role="locked" grade_id="setup"
 import matplotlib.pyplot as plt
 import torch
-from jaxtyping import Float, Int
+from einops import einsum
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix, HookedTransformer
 from transformer_lens.hook_points import HookPoint
@@ -54,7 +59,7 @@ from transformer_lens.utilities import get_act_name
 
 from interplab import check
 from interplab.plots import head_labels, heatmap, line
-from interplab.zoo.attn_only_2l import BOS, induction_prompts, load, random_model, repeated_tokens
+from interplab.zoo.attn_only_2l import BOS, induction_prompts, load, plant_head, random_model, repeated_tokens
 
 torch.set_grad_enabled(False)  # we read and edit activations; nothing here needs gradients
 torch.set_num_threads(1)  # a model this small runs fastest on one thread (and leaves the other cores free)
@@ -94,7 +99,12 @@ print("cached:", [name for name in rep_cache.keys() if name.startswith("blocks.0
 # returning the cross-entropy loss (negative log-probability of the true next token) at every
 # position that has a next token.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Drop the last position of the logits (it predicts a token that is not there) and the first
+# token (nothing predicts it); then the loss is minus the log-probability of the true token.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `logits[:, :-1]` predicts `tokens[:, 1:]`. Take `log_softmax` over the vocabulary (last) axis,
 # then pick the true token's entry with `gather(-1, index)` (the index needs a trailing axis of size 1).
@@ -149,87 +159,71 @@ plt.show()
 # and in layer 1 a diagonal offset by `SEQ_LEN - 1` in the second half. We turn each stripe into a
 # number between 0 and 1: the average attention on it.
 #
-# **Convention for all detectors.** Average over the batch and over the query positions at which
-# the head has a choice: query position 0 can only attend to itself (its attention is 1 on key 0
-# whatever the head does), so it is left out of every score. Return one score per head.
+# ### 2a. One detector for every stripe
 #
-# ### 2a. Current-token score
+# *Difficulty 1/5, about 15 minutes.*
 #
-# *Difficulty 1/5, about 5 minutes.* Mean attention from query `q` to key `q`, over `q = 1 .. pos-1`.
+# Each stripe is a set of (query, key) cells: the diagonal `k = q`, the sub-diagonal `k = q - 1`,
+# the column `k = 0`. Write the set down as a boolean **detection mask** `target[q, k]` and one
+# function scores every head against any mask (TransformerLens's `detect_head` works the same way).
+#
+# **Convention.** For each query `q`, the head's score there is the attention it puts on the
+# target keys of row `q` (a sum: a row may hold several target keys). Average that over the batch
+# and over the query positions that **have** a target key (rows of `target` with at least one
+# `True`), **leaving out query 0**: it can only attend to itself (its attention is 1 on key 0
+# whatever the head does), so it says nothing about the head. Return one score per head.
 #
 # ```python
-# def current_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]
+# def attention_score(pattern: Float[Tensor, "batch head q_pos k_pos"],
+#                     target: Bool[Tensor, "q_pos k_pos"]) -> Float[Tensor, "head"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
 #
-# `pattern.diagonal(offset=0, dim1=-2, dim2=-1)` has shape `[batch, head, pos]`; drop its first
-# entry and average over the batch and that last axis.
+# Multiply the pattern by the mask and sum over keys: that is the attention on the target, per
+# query. Then average over the batch and over the queries you keep: which ones, by the convention?
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# `on_target = (pattern * target).sum(-1)` is `[batch, head, q_pos]`; `rows = target.any(-1)` with
+# `rows[0] = False` selects the queries: `on_target[..., rows].mean(dim=(0, -1))`.
 # </details>
 
-# %% role="solution" grade_id="impl_current_token_score"
-def current_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]:
+# %% role="solution" grade_id="impl_attention_score"
+def attention_score(pattern: Float[Tensor, "batch head q_pos k_pos"], target: Bool[Tensor, "q_pos k_pos"]) -> Float[Tensor, "head"]:
     ### BEGIN SOLUTION
-    return pattern.diagonal(offset=0, dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, -1))
+    rows = target.any(dim=-1)
+    rows[0] = False  # query 0 attends to itself whatever the head does
+    on_target = (pattern * target).sum(dim=-1)
+    return on_target[..., rows].mean(dim=(0, -1))
     ### END SOLUTION
 
 
-# %% role="test" grade_id="test_current_token_score" points=1
-check("circuits.current_token_score", current_token_score)
+# %% role="test" grade_id="test_attention_score" points=1
+check("circuits.attention_score", attention_score)
 
 # %% [markdown]
-# ### 2b. Previous-token score
-#
-# *Difficulty 1/5, about 5 minutes.* Mean attention from query `q` to key `q - 1`, over
-# `q = 1 .. pos-1`. This is the head Olsson et al. need in the first layer of the induction circuit.
-#
-# ```python
-# def previous_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]
-# ```
-#
-# <details><summary>Hint</summary>
-#
-# The entries `pattern[..., q, q - 1]` form the diagonal just *below* the main one: which
-# `offset` of `diagonal` is that, given `dim1` is the query axis?
-# </details>
+# The three stripes as masks, for sequences of `pos` tokens:
 
-# %% role="solution" grade_id="impl_previous_token_score"
-def previous_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]:
-    ### BEGIN SOLUTION
-    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
-    ### END SOLUTION
+# %%
+def current_token_mask(pos: int) -> Bool[Tensor, "pos pos"]:
+    return torch.eye(pos, dtype=torch.bool)
 
 
-# %% role="test" grade_id="test_previous_token_score" points=1
-check("circuits.previous_token_score", previous_token_score)
+def previous_token_mask(pos: int) -> Bool[Tensor, "pos pos"]:
+    return torch.diag(torch.ones(pos - 1), -1).bool()
+
+
+def first_token_mask(pos: int) -> Bool[Tensor, "pos pos"]:
+    mask = torch.zeros(pos, pos, dtype=torch.bool)
+    mask[:, 0] = True
+    return mask
+
+
+print(previous_token_mask(5).int())
 
 # %% [markdown]
-# ### 2c. First-token score
-#
-# *Difficulty 1/5, about 5 minutes.* Mean attention from query `q` to key 0 (the `BOS`
-# position), over `q = 1 .. pos-1`.
-#
-# ```python
-# def first_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]
-# ```
-#
-# <details><summary>Hint</summary>
-#
-# This is a column, not a diagonal: `pattern[..., 1:, 0]`.
-# </details>
-
-# %% role="solution" grade_id="impl_first_token_score"
-def first_token_score(pattern: Float[Tensor, "batch head q_pos k_pos"]) -> Float[Tensor, "head"]:
-    ### BEGIN SOLUTION
-    return pattern[..., 1:, 0].mean(dim=(0, -1))
-    ### END SOLUTION
-
-
-# %% role="test" grade_id="test_first_token_score" points=1
-check("circuits.first_token_score", first_token_score)
-
-# %% [markdown]
-# ### 2d. Induction score
+# ### 2b. Induction score
 #
 # *Difficulty 2/5, about 15 minutes.*
 #
@@ -243,10 +237,15 @@ check("circuits.first_token_score", first_token_score)
 # def induction_score(pattern: Float[Tensor, "batch head 1+2*seq_len 1+2*seq_len"]) -> Float[Tensor, "head"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
 #
-# Query `q = n + j` attends to key `j + 1 = q - (n - 1)`: a diagonal at `offset=-(n - 1)`. That
-# diagonal has entries for `q = n - 1 .. 2n`; keep the last `n`.
+# Query `q = n + j` attends to key `j + 1 = q - (n - 1)`: a diagonal of the pattern, offset by
+# `n - 1` below the main one. Only its entries with a query in the repeated half count.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# `pattern.diagonal(offset=-(n - 1), dim1=-2, dim2=-1)` has entries for `q = n - 1 .. 2n`; keep the
+# last `n` and average over the batch and that axis. (Or build the mask and call your `attention_score`.)
 # </details>
 
 # %% role="solution" grade_id="impl_induction_score"
@@ -264,8 +263,11 @@ check("circuits.induction_score", induction_score)
 # All four scores for every head of the model:
 
 # %%
-detectors = {"current": current_token_score, "previous": previous_token_score,
-             "first (BOS)": first_token_score, "induction": induction_score}
+POS = rep_tokens.shape[1]
+detectors = {"current": lambda p: attention_score(p, current_token_mask(POS)),
+             "previous": lambda p: attention_score(p, previous_token_mask(POS)),
+             "first (BOS)": lambda p: attention_score(p, first_token_mask(POS)),
+             "induction": induction_score}
 scores = torch.stack([torch.cat([fn(rep_cache["pattern", layer]) for layer in range(2)]) for fn in detectors.values()])
 heatmap(scores, xticklabels=head_labels(2, 4), yticklabels=list(detectors), figsize=(9, 3),
         title="Head detector scores on repeated tokens")
@@ -279,6 +281,79 @@ plt.show()
 # Why can the model afford that? (At which key positions does an induction head need to know the
 # previous token?) A score only says what a head attends to; what would you need to check to say
 # what it *does*?
+#
+# ### 2c. Design a detector (open)
+#
+# *Difficulty 3/5, about 30 minutes.*
+#
+# So far the stripe was given. Now you design the detector: the inputs, the queries that count,
+# the threshold. Some heads attend to the token a fixed number `k` of positions back, from every
+# query that has one (`k = 1` is a previous-token head). Find them, and their `k`, in a model you
+# have never seen.
+#
+# **Task.** Return every head that attends `k` positions back, for `k` in `1..4`, as a list of
+# `(layer, head, k)` (any order):
+#
+# ```python
+# def find_offset_heads(model: HookedTransformer) -> list[tuple[int, int, int]]
+# ```
+#
+# **How it is graded.** On hidden models: randomly initialised models of this architecture
+# (`random_model`) in which one to three heads were made to attend `k` back with
+# `plant_head(model, layer, head, k, strength)` (`strength` between 3.5 and 6, added to the
+# attention scores), one other head was made to attend to `BOS` and one to the current token
+# (`k = 0`): these are not offset heads and must not be reported. The remaining heads are
+# random. The answer must be exactly the planted offset heads with their `k`. `plant_head` edits
+# the attention scores through a hook, not the weights: detect from behaviour (attention patterns
+# on inputs of your choice), not from `W_Q`, `W_K`. Build test models with `plant_head` yourself.
+#
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Score every head against the mask "`k` back" for each `k` with your `attention_score`, on random
+# tokens (any tokens work: the planted heads ignore content). A random head spreads its attention
+# over about `q` keys, so its score is small; compare with what a planted head gets. A head that
+# attends to `BOS` also hits "`k` back" at query `q = k`: which queries should count?
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# `tokens = torch.randint(1, model.cfg.d_vocab, (16, model.cfg.n_ctx), generator=...)`, then
+# `model.run_with_cache(tokens)`; the mask "`k` back" is `torch.diag(torch.ones(pos - k), -k).bool()`.
+# Report `(layer, head, k)` when the best `k`'s score is above a threshold such as 0.3.
+# </details>
+
+# %% role="solution" grade_id="impl_find_offset_heads"
+def find_offset_heads(model: HookedTransformer) -> list[tuple[int, int, int]]:
+    ### BEGIN SOLUTION
+    pos = model.cfg.n_ctx
+    tokens = torch.randint(1, model.cfg.d_vocab, (16, pos), generator=torch.Generator().manual_seed(0))
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    found = []
+    for layer in range(model.cfg.n_layers):
+        by_offset = torch.stack([attention_score(cache["pattern", layer], torch.diag(torch.ones(pos - k), -k).bool())
+                                 for k in range(1, 5)])  # [k, head]
+        best, k_index = by_offset.max(dim=0)
+        found += [(layer, head, int(k_index[head]) + 1) for head in range(model.cfg.n_heads) if best[head] > 0.3]
+    return found
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_find_offset_heads" points=2
+check("circuits.find_offset_heads", find_offset_heads)
+
+# %% [markdown]
+# Your detector on the shipped model, and on a model you plant yourself:
+
+# %%
+print("shipped model:", find_offset_heads(model))
+demo = plant_head(plant_head(random_model(torch.Generator().manual_seed(5)), 0, 2, 3, 4.0), 1, 1, "bos", 5.0)
+print("random model with L0H2 planted 3 back and L1H1 planted on BOS:", find_offset_heads(demo))
+
+# %% [markdown]
+# **Questions.** Which threshold did you pick, and what is the smallest `strength` your detector
+# still finds (try it)? The shipped model's previous-token head: does your detector report it,
+# and if not, which part of your design excludes it (look back at its pattern beyond the middle of
+# the sequence)? A detector that reads patterns on random tokens cannot see heads whose behaviour
+# depends on content (induction, duplicate-token heads): what inputs would you need for those?
 #
 # ## 3. Which heads matter? Ablation
 #
@@ -307,7 +382,12 @@ plt.show()
 #                            ablation: str) -> Float[Tensor, "n_layers n_heads"]   # ablation: "zero" or "mean"
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# One clean run, then one run per head with a hook that overwrites that head's slice of `z` (with
+# zeros, or with its batch mean position by position); the answer is the loss difference.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Loop over layers and heads; the hook edits `z[:, :, head]` in place and returns `z`. Bind the
 # loop variable into the hook with a default argument (`lambda z, hook, head=head: ...`) or
@@ -377,7 +457,11 @@ plt.show()
 #                wrong: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Only the last position matters; from each prompt's row of logits pick two entries, one per token.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `logits[:, -1]` is `[batch, d_vocab]`; `gather(-1, correct[:, None])[:, 0]` picks one entry per row.
 # </details>
@@ -411,7 +495,12 @@ check("circuits.logit_diff", logit_diff)
 #                          wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Three kinds of runs: clean and corrupted once each (the two ends of the scale), then the
+# corrupted prompt once per head with that head's `z` taken from the clean run.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `_, clean_cache = model.run_with_cache(clean)` gives every clean activation;
 # `clean_cache[hook.name]` inside a hook is the clean value of the activation being hooked. Patch
@@ -453,10 +542,165 @@ plt.show()
 
 # %% [markdown]
 # **Questions.** The previous-token head was the most important head under ablation, yet patching
-# it barely moves the logit difference. Why? (What differs between the clean and the corrupted
-# prompt, and does the previous-token head's output at any position depend on it?) Which layer-0
-# head does light up, and which path through the induction head could explain that (Q-, K- or
-# V-composition)? Do the effects of the induction heads add up to about 1?
+# it barely moves the logit difference. Why? Its output *does* depend on the corruption: the
+# prompts differ at position `m + 1` (the earlier `r_{m+1}`, replaced by `wrong`), so at position
+# `m + 2` the previous-token head now reads `wrong` instead of `r_{m+1}` (the cell below measures
+# how much its `hook_z` changes, position by position). At which key does an induction head look
+# from the last position (which holds `r_m`), and does the previous-token head's output change
+# *there*? Which layer-0 head does light up, and which path through the induction head could
+# explain that (Q-, K- or V-composition)? Do the effects of the induction heads add up to about 1?
+
+# %%
+_, clean_cache = model.run_with_cache(prompts["clean"], names_filter=lambda name: name.endswith("hook_z"))
+_, corrupted_cache = model.run_with_cache(prompts["corrupted"], names_filter=lambda name: name.endswith("hook_z"))
+changed_at = int((prompts["clean"] != prompts["corrupted"]).any(dim=0).nonzero())
+z_change = (clean_cache["z", 0] - corrupted_cache["z", 0]).norm(dim=-1).mean(dim=0)  # [pos, head]
+print(f"the prompts differ at position {changed_at}; mean |z_clean - z_corrupted| of each layer-0 head:")
+for pos in range(changed_at - 1, changed_at + 3):
+    print(f"  position {pos:2d}: " + "  ".join(f"L0H{h} {z_change[pos, h]:.2f}" for h in range(4)))
+
+# %% [markdown]
+# ### 4c. Patching one position at a time
+#
+# *Difficulty 3/5, about 20 minutes.*
+#
+# Patching a head at every position at once lumps together what it does everywhere. Patch one
+# (head, position) at a time instead: the clean `hook_z` of that head at that position only, into
+# the corrupted run, with the same normalised effect as in 4b.
+#
+# ```python
+# def head_position_patching_effect(model: HookedTransformer, clean: Int[Tensor, "batch pos"],
+#                                   corrupted: Int[Tensor, "batch pos"], correct: Int[Tensor, "batch"],
+#                                   wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads pos"]
+# ```
+#
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# The same three runs as in 4b (clean, corrupted, and one patched run per cell of the result),
+# with one more loop, over positions; the patch overwrites a single `[batch, d_head]` slice of `z`.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# In the hook: `z[:, pos, head] = clean_cache[hook.name][:, pos, head]`; bind both `pos` and `head`
+# as default arguments of the lambda. (TransformerLens's `patching.get_act_patch_attn_head_out_by_pos`
+# computes the same, with the axes in the order `[layer, pos, head]`.)
+# </details>
+
+# %% role="solution" grade_id="impl_head_position_patching_effect"
+def head_position_patching_effect(model: HookedTransformer, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                                  correct: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads pos"]:
+    ### BEGIN SOLUTION
+    clean_logits, clean_cache = model.run_with_cache(clean, names_filter=lambda name: name.endswith("hook_z"))
+    clean_ld = logit_diff(clean_logits, correct, wrong).mean()
+    corrupted_ld = logit_diff(model(corrupted), correct, wrong).mean()
+
+    def patch(z: Float[Tensor, "batch pos head d_head"], hook: HookPoint, head: int, pos: int) -> Float[Tensor, "batch pos head d_head"]:
+        z[:, pos, head] = clean_cache[hook.name][:, pos, head]
+        return z
+
+    effect = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, clean.shape[1])
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            for pos in range(clean.shape[1]):
+                hook = (get_act_name("z", layer), lambda z, hook, head=head, pos=pos: patch(z, hook, head, pos))
+                patched_ld = logit_diff(model.run_with_hooks(corrupted, fwd_hooks=[hook]), correct, wrong).mean()
+                effect[layer, head, pos] = (patched_ld - corrupted_ld) / (clean_ld - corrupted_ld)
+    return effect
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_head_position_patching_effect" points=2
+check("circuits.head_position_patching_effect", head_position_patching_effect)
+
+# %%
+small = {name: value[:8] for name, value in prompts.items()}  # 8 prompts: 8 heads x 26 positions = 208 runs
+by_position = head_position_patching_effect(model, **small)
+heatmap(by_position.flatten(0, 1), yticklabels=head_labels(2, 4), annotate=False, figsize=(12, 3.2),
+        title=f"Patching hook_z at one position (the prompts differ at position {changed_at})",
+        xlabel="position", ylabel="head")
+plt.show()
+for layer, head, pos in (by_position.abs() > 0.05).nonzero().tolist():
+    print(f"L{layer}H{head} at position {pos}: {by_position[layer, head, pos]:+.2f}")
+print("sum over positions vs patching every position at once (4b):")
+print(by_position.sum(dim=-1).round(decimals=2), head_patching_effect(model, **small).round(decimals=2), sep="\n")
+
+# %% [markdown]
+# **Questions.** At which positions does each head matter? Does the per-position picture match
+# the circuit: the induction heads at the last position, a layer-0 head at the corrupted position
+# (which one, and is it the previous-token head)? Why can the per-position effects of one head add
+# up to more or less than its effect when all its positions are patched at once?
+#
+# ### 4d. Direct logit attribution
+#
+# *Difficulty 2/5, about 15 minutes.*
+#
+# Without LayerNorm, the final residual stream is a plain sum: the token and position embeddings,
+# every head's output `z @ W_O[layer, head]`, and the output biases `b_O` of each layer. The
+# logits are that sum times `W_U`, plus `b_U`. So the logit difference at the last position splits
+# **exactly** into one term per component: a head's **direct logit attribution** is its output at
+# the last position dotted with `W_U[:, correct] - W_U[:, wrong]`. (In a model with LayerNorm this
+# is only an approximation: the final LayerNorm's scale depends on all components together.)
+#
+# **Task.** Each head's direct contribution to `logit[correct] - logit[wrong]` at the last
+# position, averaged over the batch. The biases `b_O` and `b_U` belong to no head: leave them out.
+#
+# ```python
+# def head_logit_attribution(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], correct: Int[Tensor, "batch"],
+#                            wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads"]
+# ```
+#
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Cache `hook_z` of each layer, take the last position, map each head's `z` into the residual
+# stream with its own `W_O`, and project onto the direction that separates the two tokens in the
+# unembedding (one direction per prompt).
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# `out = einsum(cache["z", layer][:, -1], model.W_O[layer], "b h d, h d m -> b h m")` is
+# `[batch, head, d_model]`; `direction = (model.W_U[:, correct] - model.W_U[:, wrong]).T` is
+# `[batch, d_model]`; `(out * direction[:, None]).sum(-1).mean(0)`.
+# </details>
+
+# %% role="solution" grade_id="impl_head_logit_attribution"
+def head_logit_attribution(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], correct: Int[Tensor, "batch"],
+                           wrong: Int[Tensor, "batch"]) -> Float[Tensor, "n_layers n_heads"]:
+    ### BEGIN SOLUTION
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_z"))
+    direction = (model.W_U[:, correct] - model.W_U[:, wrong]).T  # [batch, d_model]
+    rows = []
+    for layer in range(model.cfg.n_layers):
+        out = einsum(cache["z", layer][:, -1], model.W_O[layer], "batch head d_head, head d_head d_model -> batch head d_model")
+        rows.append((out * direction[:, None]).sum(dim=-1).mean(dim=0))
+    return torch.stack(rows)
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_head_logit_attribution" points=2
+check("circuits.head_logit_attribution", head_logit_attribution)
+
+# %% [markdown]
+# The decomposition is exact: the head terms plus the embeddings and biases give back the logit
+# difference the model computes.
+
+# %%
+clean_logits, clean_cache = model.run_with_cache(prompts["clean"])
+direction = (model.W_U[:, prompts["correct"]] - model.W_U[:, prompts["wrong"]]).T
+dla = head_logit_attribution(model, prompts["clean"], prompts["correct"], prompts["wrong"])
+rest = {"embeddings": ((clean_cache["embed"][:, -1] + clean_cache["pos_embed"][:, -1]) * direction).sum(-1).mean(),
+        "b_O": sum((model.b_O[layer] * direction).sum(-1).mean() for layer in range(2)),
+        "b_U": (model.b_U[prompts["correct"]] - model.b_U[prompts["wrong"]]).mean()}
+for layer in range(2):
+    print(f"layer {layer}: " + "  ".join(f"H{h} {dla[layer, h]:+.3f}" for h in range(4)))
+print("other terms:", {name: round(value.item(), 3) for name, value in rest.items()})
+print(f"sum of all terms {dla.sum() + sum(rest.values()):.4f}   logit difference "
+      f"{logit_diff(clean_logits, prompts['correct'], prompts['wrong']).mean():.4f}")
+
+# %% [markdown]
+# **Questions.** Which heads write the answer directly? The layer-0 heads have a direct
+# attribution near zero: does that mean they do not matter (compare with ablation and patching)?
+# Direct logit attribution on the *clean* prompt and patching *into the corrupted* prompt answer
+# different questions: state each in one sentence.
 #
 # ## 5. Reading circuits off the weights
 #
@@ -484,7 +728,12 @@ plt.show()
 # def full_ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix   # [d_vocab, d_vocab]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Follow a token through the head in the row-vector convention: embed it, take the value, write
+# with `W_O`, read out with the unembedding. Keep the product factored: its rank is `d_head`.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `FactoredMatrix(model.W_E @ model.W_V[layer, head], model.W_O[layer, head] @ model.W_U)`, or
 # `model.W_E @ model.OV[layer, head] @ model.W_U`. Rows index the source token.
@@ -525,7 +774,12 @@ plt.show()
 # def pos_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix   # [n_ctx, n_ctx]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# The query side is the positional embedding times `W_Q`, the key side the positional embedding
+# times `W_K`; the score is their product with the key side transposed.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `FactoredMatrix(W_pos @ W_Q, (W_pos @ W_K).T)`: rows are queries, columns keys.
 # </details>
@@ -541,7 +795,7 @@ def pos_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredM
 check("circuits.pos_qk_circuit", pos_qk_circuit)
 
 # %%
-prev_head = int(previous_token_score(rep_cache["pattern", 0]).argmax())
+prev_head = int(attention_score(rep_cache["pattern", 0], previous_token_mask(POS)).argmax())
 scores = pos_qk_circuit(model, 0, prev_head).AB[:32, :32] / model.cfg.d_head ** 0.5
 causal = torch.ones_like(scores, dtype=torch.bool).tril()
 heatmap(scores.masked_fill(~causal, float("-inf")).softmax(dim=-1), annotate=False, signed=False,
@@ -570,10 +824,14 @@ plt.show()
 # def composition_score(W_A: FactoredMatrix, W_B: FactoredMatrix) -> Float[Tensor, ""]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
 #
-# `(W_A @ W_B).norm()` is a FactoredMatrix product's Frobenius norm, computed without building
-# the full matrix.
+# Three Frobenius norms: of the product, and of each factor. `FactoredMatrix` computes them from
+# singular values, without building any `d_model x d_model` matrix.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# `(W_A @ W_B).norm() / (W_A.norm() * W_B.norm())`.
 # </details>
 
 # %% role="solution" grade_id="impl_composition_score"
@@ -605,10 +863,15 @@ check("circuits.composition_score", composition_score)
 # def composition_scores(model: HookedTransformer, kind: str) -> Float[Tensor, "head0 head1"]
 # ```
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
 #
-# Two loops over heads and your `composition_score`; pick `W_B` by `kind`. `FactoredMatrix`
-# supports `.T` and indexing by head.
+# The writer is always the layer-0 head's OV circuit; only the reader changes with `kind`. Score
+# every (layer-0 head, layer-1 head) pair with your `composition_score`.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# Two loops over heads; pick `W_B` by `kind` from `model.QK[1]`, `model.QK[1].T`, `model.OV[1]`.
+# `FactoredMatrix` supports `.T` and indexing by head.
 # </details>
 
 # %% role="solution" grade_id="impl_composition_scores"
@@ -628,36 +891,56 @@ def composition_scores(model: HookedTransformer, kind: str) -> Float[Tensor, "he
 check("circuits.composition_scores", composition_scores)
 
 # %% [markdown]
-# Compare with a baseline: the same scores for a model of the same shape with random weights
-# (random matrices compose a little by chance).
+# Compare with a baseline: the same scores for ten models of the same shape with random weights
+# (random matrices compose a little by chance). A score means something only where it stands
+# out of that range.
 
 # %%
-baseline = composition_scores(random_model(torch.Generator().manual_seed(0)), "K").mean().item()
+random_scores = {kind: torch.stack([composition_scores(random_model(torch.Generator().manual_seed(seed)), kind)
+                                    for seed in range(10)]) for kind in "QKV"}
+baseline = {kind: (s.mean().item(), s.quantile(0.95).item()) for kind, s in random_scores.items()}
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
 for ax, kind in zip(axes, "QKV"):
-    heatmap(composition_scores(model, kind), ax=ax, title=f"{kind}-composition (random: ~{baseline:.2f})",
+    mean, q95 = baseline[kind]
+    heatmap(composition_scores(model, kind), ax=ax, title=f"{kind}-composition (random: {mean:.2f}, 95%: {q95:.2f})",
             xlabel="layer-1 head", ylabel="layer-0 head")
 plt.show()
+v_head = int(z_change[changed_at].argmax())  # the layer-0 head whose output the corruption changes most (4c's result)
+print(f"L0H{v_head}: |z_clean - z_corrupted| at the corrupted position {changed_at}: {z_change[changed_at, v_head]:.2f}")
+v_scores = "  ".join(f"L1H{h} {x:.3f}" for h, x in enumerate(composition_scores(model, "V")[v_head]))
+print(f"L0H{v_head} V-composition: {v_scores}   random models: mean {baseline['V'][0]:.3f}, "
+      f"95th percentile {baseline['V'][1]:.3f}")
 
 # %% [markdown]
 # **Questions.** Which layer-0 head has the largest K-composition with the induction heads, and
 # is it the previous-token head you found in section 2? Together with the patching and ablation
 # results, write down the induction circuit in one sentence per head: who attends where, reading
-# what from whom, and writing what. Where does the V-composition from the patching experiment show up?
+# what from whom, and writing what.
+#
+# **The limits of composition scores.** Per-position patching found a layer-0 head whose output at
+# the corrupted position moves the answer, a path through the induction heads' values
+# (V-composition). Yet its V-composition scores with the two induction heads that carry most of
+# that effect (the largest per-position effects at the last position) are at or below the level of
+# random weights (compare the numbers printed above); only one pair stands out. How can a head feed another head's values
+# causally while the composition score sees nothing? Think about what the Frobenius norm averages
+# over (every direction of the residual stream, weighted equally, whether or not the model ever
+# writes there), about the direct path that carries the same token (the embedding reaches the
+# values without any layer-0 head), and about the size of the effect (compare the layer-0 head's
+# patching effect printed above with the induction heads'). Conversely, name a way a score far above baseline could come with
+# no causal effect on this task. What would you measure instead (hint: restrict the product to the
+# subspace the layer-0 head actually writes on real inputs, or patch along the path)?
 #
 # ## Open questions
 #
 # - Every induction head here is redundant with the others. Does the model *need* three? Retrain it
-#   (`interplab zoo train attn-only-2l --out /tmp/zoo`) with a different seed: how many form, and when
-#   in training (watch the loss curve in the card for the phase change Olsson et al. describe)?
-# - Our detectors average attention over positions. How would you detect an induction head on
+#   with another seed (`interplab zoo train attn-only-2l --seed 1 --out /tmp/zoo`): how many form, and
+#   when in training? The card (`/tmp/zoo/attn-only-2l.json`) logs the loss every 10 steps: find the
+#   phase change Olsson et al. describe, a sudden drop after a plateau.
+# - Your detectors average attention over positions. How would you detect an induction head on
 #   natural text, where repeats are rare and inexact (see TransformerLens's `detect_head`, which
 #   builds the detection pattern from the token sequence itself)?
-# - Composition scores are computed from weights alone and ignore which directions the residual
-#   stream actually uses. When can a high composition score be misleading? (Compare with the
-#   patching result: is every high score also a causal path?)
-# - Patching `hook_z` per head lumps all positions together. Patch one position at a time: at
-#   which position does each head matter, and does it match the circuit you wrote down?
+# - Path patching (Wang et al.) patches only the path from one head into another's keys, queries or
+#   values. Which path would settle the question above about the V-composition head?
 #
 # ## Further reading
 #

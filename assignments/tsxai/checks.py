@@ -493,3 +493,81 @@ def _nearest(kwargs: dict[str, Any], unlike: bool, p: int) -> Tensor:
         same = model(references).argmax(-1)[None, :] == model(queries).argmax(-1)[:, None]
     distance = torch.cdist(queries.flatten(1).double(), references.flatten(1).double(), p=p)
     return torch.where(same if unlike else ~same, torch.inf, distance).argmin(1)
+
+
+# --------------------------------------------------------------------------------------------
+# New exercises (science): the model randomisation sanity check (Adebayo et al. 2018)
+# --------------------------------------------------------------------------------------------
+
+
+def grad_cam_map(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+    """A base method for the randomisation check: Grad-CAM (ReLU'd, ``"batch time"``), whose zeros
+    make ties, so that the average-rank convention matters on every case."""
+    features = model.features(inputs.detach()).detach().requires_grad_(True)
+    logits = model.classifier(features.mean(-1))
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), features)
+    return torch.relu((grad.mean(-1, keepdim=True) * features).sum(1)).detach()
+
+
+def _randomisation_case(rng: np.random.Generator, dataset: str) -> dict[str, Any]:
+    # GunPoint with a signed map (no ties: absolute values matter), BasicMotions with Grad-CAM
+    # (ties at zero: average ranks matter). Targets are random, not the predicted class: a
+    # submission that re-targets each randomised copy differs.
+    case = _attribution_case(rng, dataset, batch=3)
+    case.update(method=input_x_gradient if dataset == "gunpoint" else grad_cam_map, seed=int(rng.integers(0, 1000)))
+    return case
+
+
+def _ranks(values: Tensor, ordinal: bool) -> Tensor:
+    if ordinal:
+        return values.argsort(1).argsort(1).double()
+    below = (values[:, None, :] < values[:, :, None]).sum(-1)
+    equal = (values[:, None, :] == values[:, :, None]).sum(-1)
+    return (below + (equal + 1) / 2).double()
+
+
+def _similarity_probe(absolute: bool = True, ranks: str = "average", retarget: bool = False,
+                      consecutive: bool = False) -> Callable[..., Tensor]:
+    """Randomisation similarity with one convention changed (``ranks``: average, ordinal or none)."""
+    from interplab.tsxai import cascading_randomisation
+
+    def correlation(a: Tensor, b: Tensor) -> Tensor:
+        a, b = (a.abs() if absolute else a).flatten(1), (b.abs() if absolute else b).flatten(1)
+        if ranks == "none":
+            ra, rb = a.double(), b.double()
+        else:
+            ra, rb = _ranks(a, ranks == "ordinal"), _ranks(b, ranks == "ordinal")
+        ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+        return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))
+
+    def probe(model, inputs, target, method, seed=0):
+        trained = previous = method(model, inputs, target).detach()
+        rows = []
+        for _, randomised in cascading_randomisation(model, seed):
+            with torch.no_grad():
+                stage_target = randomised(inputs).argmax(-1) if retarget else target
+            current = method(randomised, inputs, stage_target).detach()
+            rows.append(correlation(previous if consecutive else trained, current))
+            previous = current
+        return torch.stack(rows).to(inputs.dtype)
+    return probe
+
+
+EXERCISES += [
+    Exercise(
+        id="tsxai.randomisation_similarity", make_case=both(_randomisation_case), call=per_dataset,
+        probes=[
+            Probe("signed", _similarity_probe(absolute=False),
+                  "you ranked the signed maps; compare absolute values |map|, as the exercise states"),
+            Probe("pearson", _similarity_probe(ranks="none"),
+                  "you computed Pearson's correlation of the values; Spearman's is Pearson's correlation of the ranks"),
+            Probe("ordinal_ranks", _similarity_probe(ranks="ordinal"),
+                  "your ranks break ties by position; tied values get the average of the ranks they span (as scipy.stats.spearmanr)"),
+            Probe("retarget", _similarity_probe(retarget=True),
+                  "you explained the class each randomised copy predicts; explain the same target at every stage"),
+            Probe("consecutive", _similarity_probe(consecutive=True),
+                  "you compared each stage with the previous stage; compare every stage with the trained model's map"),
+        ],
+        hint="for each stage of cascading_randomisation(model, seed): Spearman (average ranks) of |map| against the trained model's |map|, same target",
+    ),
+]

@@ -28,6 +28,8 @@
 # - measure how *faithful* an attribution is with deletion/insertion curves and
 #   comprehensiveness/sufficiency, stating every convention, and beat a random baseline honestly;
 # - build Native-Guide counterfactuals and score them (validity, proximity, sparsity);
+# - run the model-randomisation sanity check (Adebayo et al. 2018) and tell a map that explains
+#   the model from one that explains only the input;
 # - recognise three pitfalls that make published numbers incomparable: unseeded random
 #   baselines, sign flips when one class is explained, and metrics that apply softmax twice.
 #
@@ -41,6 +43,7 @@
 # - Petsiuk, Das & Saenko (2018), [RISE](https://arxiv.org/abs/1806.07421): deletion and insertion (section 4); DeYoung et al. (2020), [ERASER](https://arxiv.org/abs/1911.03429): comprehensiveness and sufficiency (section 4).
 # - Delaney, Greene & Keane (2021), [Instance-based counterfactual explanations for time series classification](https://arxiv.org/abs/2009.13211): Native Guide.
 # - Ribeiro, Singh & Guestrin (2016), ["Why should I trust you?"](https://arxiv.org/abs/1602.04938): LIME (section 3).
+# - Adebayo et al. (2018), [Sanity checks for saliency maps](https://arxiv.org/abs/1810.03292): the cascading model randomisation test (sections 1-3).
 #
 # Libraries such as TSInterpret, TimeInterpret and tsCaptum each implement part of this field.
 # You write the core methods yourself here; the course's tests cross-check the reference
@@ -74,8 +77,8 @@ from torch import Tensor, nn
 
 from interplab import check, zoo
 from interplab.zoo import fcn_basicmotions, fcn_gunpoint
-from interplab.tsxai import (as_input_shaped, load_dataset, plot_attribution, plot_curves, predict,
-                             random_attribution, segment_ids)
+from interplab.tsxai import (as_input_shaped, cascading_randomisation, load_dataset, plot_attribution, plot_curves,
+                             predict, random_attribution, segment_ids)
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small models: one thread is as fast, and graders run one kernel per core
@@ -123,7 +126,12 @@ plt.show()
 # absolute if `absolute`. Do not put the model in training mode: BatchNorm would then normalise
 # with the statistics of your batch, and you would explain a different function.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# The gradient of one number (the target logit) with respect to the input is the map; for a batch,
+# sum the selected logits first: each example's gradient only sees its own logit.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Clone the inputs and call `requires_grad_()` on them, select the logits with
 # `logits.gather(1, target[:, None])`, sum over the batch (examples do not interact in eval mode)
@@ -171,7 +179,13 @@ plt.show()
 # weight $1/n$ (Captum's `method="riemann_middle"`). `baselines` is `None` (zeros), a number, or a
 # tensor broadcastable to `inputs`. Use the target **logit**.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# IG averages the gradient along the straight path from the baseline to the input (the midpoint
+# rule: `n_steps` points at the centres of equal sub-intervals), then multiplies by `inputs -
+# baselines` element by element.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Build all `n_steps` interpolated inputs at once: shape `(n_steps, batch, channels, time)`,
 # flattened to `(n_steps * batch, channels, time)`, with `target.repeat(n_steps)`. One backward
@@ -207,7 +221,12 @@ check("tsxai.integrated_gradients", integrated_gradients)
 # returning $\sum_{i,t} a_{i,t} - (f_c(x) - f_c(x'))$ per example (signed: positive means the
 # attributions over-explain). This is Captum's `return_convergence_delta`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Completeness says the attributions sum to `f(input) - f(baseline)` for the target logit: compute
+# both sides and subtract.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Two forward passes under `torch.no_grad()`; `attributions.flatten(1).sum(1)`.
 # </details>
@@ -259,7 +278,13 @@ plt.show()
 # **Task** (difficulty 2/5, ~20 min): implement
 # `occlusion(model, inputs, target, window, stride, baselines=0.0)` (`stride <= window`).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Slide the window along time, one channel at a time; each placement's drop in the target logit is
+# credited to every element under the window, and each element's attribution is the mean over the
+# windows that covered it.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Keep a running sum and a count per element. Build every occluded copy for one channel (or all
 # of them) as one batch: a Python loop over a few hundred forward passes of batch 1 is slow.
@@ -301,7 +326,12 @@ check("tsxai.occlusion", occlusion)
 # **Task** (difficulty 2/5, ~15 min): implement
 # `feature_ablation(model, inputs, target, n_segments, baselines=0.0)`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Each segment is removed alone (set to the baseline); its attribution, shared by all its
+# elements, is the drop of the target logit.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `ids = segment_ids(C, T, n_segments)`; the mask of segment `g` is `ids == g`; `torch.where` builds
 # the ablated inputs. There are `C * n_segments` segments: one batched forward pass is enough.
@@ -362,7 +392,13 @@ plt.show()
 # `grad_cam(model, inputs, target)`, both returning `Float[Tensor, "batch time"]`: one map over time,
 # whatever the number of channels (the convolution mixes channels in its first layer).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# For this network the logit is the time-average of `W[target] @ features[:, t]` plus a bias: CAM
+# is that product at each `t`. Grad-CAM weights the feature maps by the mean gradient, which here
+# you can compute by hand.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # CAM: `torch.einsum("bk,bkt->bt", W[target], A)`. Grad-CAM: compute `A = model.features(x)`,
 # `logits = model.classifier(A.mean(-1))` (exactly the model's forward), and take the gradient of
@@ -434,10 +470,28 @@ print("Grad-CAM * T == ReLU(CAM)?", torch.allclose(gcam * x_gp.shape[-1], torch.
 # (For one channel, $\phi_{1,t} = \tau_t$: masking the only channel at $t$ masks time step $t$.) Call the base method as
 # `base_method(model, x, target)`, always with the given target.
 #
+# **Where this differs from the reference code.** The paper leaves the threshold $\alpha$ as a
+# hyperparameter; the TSR of TSInterpret (`SaliencyMethods_PTY._getTwoStepRescaling`, derived from
+# the authors' benchmark code) makes three other choices: it min-max scales $\tau$ over time to
+# $[0, 1]$ and takes $\alpha$ = the **0.55 quantile** of the scaled $\tau$ (we: the mean of the
+# unscaled $\tau$); it min-max scales $\phi$ over the channels at each relevant step; and at the
+# steps below the threshold it keeps $0.1 \cdot \tau_t$ for every channel instead of 0 (for one
+# channel it returns the scaled $\tau$ with no threshold at all). It also masks with the series'
+# first value, not with a baseline. Our version keeps the paper's formula with one stated
+# threshold, and its zeros make "not relevant" explicit. The two maps differ in scale, in which
+# steps count as relevant, and in ranking (the per-step scaling of $\phi$ reorders cells across
+# time steps; below the threshold the reference code ranks steps by $\tau_t$ where ours ties them
+# at 0): compare rankings, not values, with TSInterpret's output, and expect them to differ.
+#
 # **Task** (difficulty 3/5, ~30 min): implement
 # `temporal_saliency_rescaling(model, inputs, target, base_method, baselines=0.0)`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# First score time steps (mask all channels at `t`, measure how much the whole base map changes),
+# then, only at the relevant steps, score single cells the same way; multiply.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # For step 1 build the $T$ masked copies of every example as one batch of $B \cdot T$ series and
 # call the base method once (with `target.repeat_interleave(T)` if you order the batch
@@ -520,7 +574,13 @@ plt.show()
 # returning a dict with `"deletion"` and `"insertion"` curves (`"batch n_steps+1"`) and their
 # `"deletion_auc"` and `"insertion_auc"` (`"batch"`).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Rank the elements by the attribution, then for each grid point build the input with the top-`k`
+# elements removed (deletion) or kept (insertion) and record the target's output (probability or
+# logit, as `output` says); the AUC is the trapezoid area.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Turn the order into a rank per element (`rank.scatter_(1, order, arange(N))`); then "the top
 # $k$" is simply `rank < k`, and `torch.where(top, baseline, x)` (deletion) or
@@ -579,7 +639,12 @@ check("tsxai.perturbation_curves", perturbation_curves)
 # `comprehensiveness_sufficiency(model, inputs, attributions, percents=(1, 5, 10, 20, 50), baselines=0.0, ranking="signed", output="probability")`
 # returning `{"comprehensiveness": (batch,), "sufficiency": (batch,)}`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Comprehensiveness: how much the target's output drops when the top-`k` elements are removed;
+# sufficiency: how much it drops when only they are kept. Average both over the percentages.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Same ranking code as in `perturbation_curves`; "everything except the top $k$ set to the
 # baseline" is the insertion input at $k$.
@@ -659,7 +724,13 @@ plt.show()
 
 # %% [markdown]
 # Read the table row by row against the **random** row before believing any method. On this
-# model and baseline, insertion separates the methods clearly, but deletion may not: setting
+# model and baseline, insertion splits the methods into two groups: occlusion, feature ablation
+# and TSR far above random, Grad-CAM and CAM above it, while gradient saliency and zero-baseline IG
+# stay at the level of random (compare the rows). Do not read that as a clean verdict for the top
+# group: occlusion, feature ablation and TSR compute their maps by setting elements to the same
+# baseline value that the deletion and insertion metrics use, so these metrics partly measure
+# agreement with their own perturbation (a circularity: a method is rewarded for predicting what
+# this particular perturbation does). Deletion does not separate the methods at all: setting
 # scattered single time steps to 0 punches spikes into a smooth series, something the model never
 # saw in training, and that alone can destroy the prediction faster than removing the region the
 # model actually uses (deletion with a constant baseline measures *out-of-distribution damage* as
@@ -684,7 +755,23 @@ plt.show()
 # `nearest_unlike_neighbour(model, queries, references) -> Int[Tensor, "batch"]`, the index into
 # `references` of each query's NUN (the smallest index wins a tie).
 #
-# <details><summary>Hint</summary>
+# **Where this differs from the reference code.** Delaney et al.'s code retrieves the NUN among
+# training series whose **training label** differs from the query's predicted class, with a
+# k-nearest-neighbour search under **dynamic time warping** (DTW); TSInterpret's `NativeGuideCF`
+# also uses DTW (`distance_measure="dtw"`) but, like us, the model's predicted classes of the
+# reference set. We use predicted classes (the counterfactual must flip the *model*, so the
+# model's view of the references is the relevant one; on our training set the two agree, since
+# the model fits it perfectly) and the Euclidean distance (cheap, and what the window swap later
+# compares on). DTW aligns series that are shifted in time and can choose another neighbour.
+# The reference code also stops growing the window when the probability of the query's class
+# drops to 0.5 or below; we stop when the desired class is predicted: the same for two classes.
+#
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Distances between every query and every reference over all channels and time steps; references
+# the model puts in the query's class are not candidates.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `torch.cdist` on flattened series; set the distance to `inf` where the predictions agree, then `argmin`.
 # </details>
@@ -716,7 +803,12 @@ check("tsxai.nearest_unlike_neighbour", nearest_unlike_neighbour)
 # NUN, so this always stops.) Return `{"counterfactual": (batch, channels, time), "start": (batch,),
 # "length": (batch,)}`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Try window lengths `L = 1, 2, ...` in order; for each, the best start is where the importance
+# summed over the window is largest; stop at the first window that flips the class.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # Window sums for all $s$ at once: with `c = cumsum` (prefix a zero) they are `c[L:] - c[:-L]`.
 # For one query you can build all $T$ candidates (one per $L$) as one batch and take the first
@@ -761,7 +853,12 @@ check("tsxai.native_guide", native_guide)
 # `"sparsity"`: the fraction of elements left **exactly** unchanged (higher is sparser; Native
 # Guide copies values, so an exact comparison is the right one).
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Compare counterfactual and original element by element: a flip of the prediction, three norms of
+# the difference, and the fraction of exactly equal elements.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `diff = (counterfactual - original).flatten(1)`; `torch.linalg.vector_norm(diff, ord, dim=1)`.
 # </details>
@@ -816,10 +913,24 @@ plt.show()
 # - fit $y \approx \beta_0 + \sum_s \beta_s z_s$ by **weighted least squares** (no regularisation),
 #   in float64; the attribution of every element of segment $s$ is $\beta_s$.
 #
+# **Where this differs from the `lime` package.** Our distance and default width are those of
+# `lime_image` (cosine distance to the all-ones vector, `kernel_width=0.25`), but `lime` uses the
+# **square root** of that kernel as the sample weight, $\sqrt{\exp(-d^2/\sigma^2)} =
+# \exp(-d^2/(2\sigma^2))$: `lime`'s weight for a width $w$ is our $\pi$ for $\sigma = \sqrt{2}\,w$,
+# so pass `kernel_width=0.25 * 2**0.5` to our function to get `lime_image`'s default weights. (`lime_tabular` instead defaults to a width of $0.75\sqrt{S}$ on
+# Euclidean distances of standardised features.) `lime` also fits a ridge regression
+# (`Ridge(alpha=1)`) on the features it selects, where we fit unregularised weighted least squares
+# on all of them.
+#
 # **Task** (difficulty 3/5, ~25 min): implement
 # `lime_segments(model, inputs, target, n_segments, masks, baselines=0.0, kernel_width=0.25)`.
 #
-# <details><summary>Hint</summary>
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Turn every mask sample into a perturbed series, read the target probability, weight each sample
+# by its closeness to the original, and solve a weighted linear regression with an intercept.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
 #
 # `masks[:, segment_ids(C, T, n_segments)]` expands the samples to `(n_samples, C, T)`. Weighted
 # least squares is ordinary least squares on rows scaled by $\sqrt{\pi}$:
@@ -869,6 +980,103 @@ print("rank correlation with feature ablation (15 segments):",
 # when can they disagree on the sign of a segment?
 
 # %% [markdown]
+# ## 9. Sanity check: model randomisation (Adebayo et al. 2018)
+#
+# A faithfulness table rewards maps that predict what a perturbation does. Adebayo et al. ask a
+# simpler question first: **does the map depend on the model at all?** Re-initialise the model's
+# layers one by one, from the output down (cascading randomisation), and compare each map with the
+# map of the trained model. An explanation of *this* model must change as its learned weights are
+# destroyed; a map that stays the same is explaining the input, not the model (the paper found
+# this for Guided Backprop, which behaves like an edge detector).
+#
+# `cascading_randomisation(model, seed)` (in `interplab.tsxai`) yields `(name, randomised copy)`
+# for the stages `classifier`, `blocks.2`, `blocks.1`, `blocks.0`, each copy with that layer and
+# every layer above it re-initialised (PyTorch's default initialisation, seeded).
+#
+# **Task** (difficulty 2/5, ~20 min): implement
+# `randomisation_similarity(model, inputs, target, method, seed=0)`: for every stage, the
+# **Spearman rank correlation** between $|$map of the trained model$|$ and $|$map of the randomised
+# copy$|$, per example, over all channels and time steps; shape `(n_stages, batch)`. Conventions:
+#
+# - the map of every copy explains the **same target** (the trained model's class), not the
+#   class the randomised copy predicts: the question is whether the explanation of one decision
+#   changes;
+# - absolute values, as Adebayo et al. (the sign of a gradient map flips easily and says little
+#   about which elements matter); CAM-type `"batch time"` maps are compared as they are;
+# - ties get the **average** of the ranks they span (as `scipy.stats.spearmanr`); when one of the
+#   two maps is constant the correlation is undefined: NaN (as scipy).
+#
+# <details><summary>Hint 1 (the idea)</summary>
+#
+# Spearman's correlation is Pearson's correlation of the ranks. Compute the trained map once, then
+# one map per stage; rank each example's flattened `|map|`, then correlate the two rank vectors.
+# </details>
+# <details><summary>Hint 2 (the code)</summary>
+#
+# Average ranks without sorting: `rank_i = (x < x_i).sum() + ((x == x_i).sum() + 1) / 2`, i.e.
+# `(x[:, None, :] < x[:, :, None]).sum(-1) + ((x[:, None, :] == x[:, :, None]).sum(-1) + 1) / 2` for a
+# `(batch, n)` tensor. Then center both rank vectors and divide their dot product by the product
+# of their norms.
+# </details>
+
+# %% role="solution" grade_id="impl_randomisation_similarity"
+def randomisation_similarity(model: nn.Module, inputs: Float[Tensor, "batch channels time"], target: Int[Tensor, " batch"],
+                             method: Callable[..., Tensor], seed: int = 0) -> Float[Tensor, "stages batch"]:
+    """Spearman correlation of |map| between the trained model and each cascading-randomisation stage."""
+    ### BEGIN SOLUTION
+    def average_ranks(values: Tensor) -> Tensor:  # (batch, n) -> (batch, n), ties get their mean rank
+        below = (values[:, None, :] < values[:, :, None]).sum(-1)
+        equal = (values[:, None, :] == values[:, :, None]).sum(-1)
+        return (below + (equal + 1) / 2).double()
+
+    def spearman(a: Tensor, b: Tensor) -> Tensor:
+        ra, rb = average_ranks(a.flatten(1)), average_ranks(b.flatten(1))
+        ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+        return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))  # 0 / 0 = NaN for a constant map
+
+    trained = method(model, inputs, target).detach().abs()
+    rows = [spearman(trained, method(randomised, inputs, target).detach().abs())
+            for _, randomised in cascading_randomisation(model, seed)]
+    return torch.stack(rows).to(inputs.dtype)
+    ### END SOLUTION
+
+
+# %% role="test" grade_id="test_randomisation_similarity" points=1
+check("tsxai.randomisation_similarity", randomisation_similarity)
+
+# %% [markdown]
+# Every method of this notebook through the cascade, on eight GunPoint test series. Two controls
+# frame the table: the seeded random map (independent of the model by construction) and the
+# input itself, $|x|$, used as a "map" (an edge-detector-like explanation that ignores the model).
+
+# %%
+sanity_methods = {
+    "random (seed 0)": lambda m, x, t: random_attribution(m, x, t, seed=0),
+    "|input| (ignores the model)": lambda m, x, t: x.abs(),
+    "saliency |grad|": saliency,
+    "integrated gradients": lambda m, x, t: integrated_gradients(m, x, t, n_steps=24),
+    "occlusion (10/5)": lambda m, x, t: occlusion(m, x, t, window=10, stride=5),
+    "CAM": class_activation_map,
+    "Grad-CAM": grad_cam,
+}
+stage_names = [name for name, _ in cascading_randomisation(model_gp)]
+print(f"{'method':28s} " + " ".join(f"{'+' + name:>12s}" for name in stage_names) + "   (mean Spearman over 8 series)")
+for name, method in sanity_methods.items():
+    similarity = randomisation_similarity(model_gp, x_gp, t_gp, method)
+    print(f"{name:28s} " + " ".join(f"{value:12.3f}" for value in similarity.nanmean(dim=1).tolist())
+          + (f"   ({int(similarity.isnan().sum())} undefined)" if similarity.isnan().any() else ""))
+
+# %% [markdown]
+# **Questions.** Which methods pass the sanity check (similarity falling towards 0 as the layers
+# are randomised), and which stay high? The two controls stay at 1 by construction: a method that
+# behaves like them explains the input, not the model. Why can CAM's similarity stay high after
+# the classifier alone is randomised (what does CAM compute from the classifier's weights, and
+# what from the features)? Rank correlation of absolute values is one choice among several
+# (Adebayo et al. also use SSIM and the histogram of gradients; the sign matters for some
+# methods): how could the choice of similarity change a verdict? Passing this check is necessary,
+# not sufficient: a map can depend on the model and still be wrong about it.
+
+# %% [markdown]
 # ## Open questions
 #
 # - Deletion with a constant baseline measures the model on inputs it never saw. How would you
@@ -885,4 +1093,5 @@ print("rank correlation with feature ablation (15 segments):",
 # - Theissler et al. (2022), [Explainable AI for time series classification: a review, taxonomy and research directions](https://doi.org/10.1109/ACCESS.2022.3207765).
 # - Rojat et al. (2021), [Explainable artificial intelligence (XAI) on time series data: a survey](https://arxiv.org/abs/2104.00950).
 # - Crabbé & van der Schaar (2021), [Explaining time series predictions with dynamic masks](https://arxiv.org/abs/2106.05303).
+# - Adebayo et al. (2018), [Sanity checks for saliency maps](https://arxiv.org/abs/1810.03292): the model and data randomisation tests.
 # - Kokhlikyan et al. (2020), [Captum: a unified and generic model interpretability library for PyTorch](https://arxiv.org/abs/2009.07896).

@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     t = zoo.add_parser("train", help="retrain a model with its fixed seeds")
     t.add_argument("name")
     t.add_argument("--out", type=Path, default=None, help="where to write weights (default: the package)")
+    t.add_argument("--seed", type=int, default=None, help="replace the recipe's seed (needs --out)")
     zoo.add_parser("verify", help="check every shipped model against its card")
     return parser
 

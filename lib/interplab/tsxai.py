@@ -21,9 +21,10 @@ Everything here is infrastructure; the attribution methods themselves are the ex
 """
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -185,6 +186,27 @@ def random_attribution(model: nn.Module, inputs: Float[Tensor, "batch channels t
     keep the common call shape."""
     generator = torch.Generator().manual_seed(int(seed))
     return torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype)
+
+
+def cascading_randomisation(model: nn.Module, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
+    """Adebayo et al. (2018)'s cascading model-parameter randomisation for an :class:`FCN`: yields
+    ``(name, randomised copy)`` with the layers re-initialised from the top down, cumulatively:
+    ``classifier``, then also ``blocks.2``, then ``blocks.1``, then ``blocks.0`` (everything).
+
+    "Re-initialised" is PyTorch's own initialisation (``reset_parameters`` of every layer: conv and
+    linear weights and biases, BatchNorm scale, shift and running statistics), drawn under
+    ``torch.manual_seed(seed + stage)`` inside a forked RNG: the same ``seed`` gives the same
+    copies, and the caller's global random state is untouched. ``model`` itself is never changed;
+    the copies are in eval mode like the shipped models."""
+    copy = deepcopy(model).eval()
+    stages = [("classifier", copy.classifier)] + [(f"blocks.{i}", copy.blocks[i]) for i in reversed(range(len(copy.blocks)))]
+    for stage, (name, layer) in enumerate(stages):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + stage)
+            for module in layer.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        yield name, deepcopy(copy)  # a copy per stage: keeping the yielded models in a list stays correct
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Each model is one module in this package (nanoGPT style: a config dataclass, a p
 loop) that defines:
 
 - ``ZOO_NAME``: the model's name (``interplab zoo train ZOO_NAME``);
-- ``train(out_dir: Path) -> dict``: trains with fixed seeds, writes ``<name>.safetensors`` and
-  ``<name>.json`` (the card: recipe, training time, quality metrics) into ``out_dir``, returns the card;
+- ``train(out_dir: Path, seed: int | None = None) -> dict``: trains with fixed seeds (``seed``
+  replaces the recipe's seed), writes ``<name>.safetensors`` and ``<name>.json`` (the card: recipe,
+  training time, quality metrics) into ``out_dir``, returns the card;
 - ``load() -> torch.nn.Module``: builds the model from the shipped weights, never touching the network;
 - ``verify(model) -> dict[str, bool]``: quality checks on held-out data (used by ``interplab zoo verify``).
 
@@ -13,14 +14,24 @@ Modules are discovered, so adding a model touches no shared file.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import pkgutil
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+Config = TypeVar("Config")
+
+
+def with_seed(cfg: Config, seed: int | None) -> Config:
+    """``cfg`` (a config dataclass with a ``seed`` field) with ``seed`` in place of the recipe's
+    seed; unchanged when ``seed`` is None (``interplab zoo train NAME --seed N``)."""
+    return cfg if seed is None else dataclasses.replace(cfg, seed=seed)
 
 
 def registry() -> dict[str, ModuleType]:

@@ -79,6 +79,7 @@ class TrainConfig:
     init_std: float = 0.02
     eval_batch: int = 256
     eval_seq_len: int = 20
+    log_every: int = 10  # the loss curve in the card; logging does not change the training run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +144,31 @@ def random_model(generator: torch.Generator, std: float = 0.2) -> HookedTransfor
     return model.eval()
 
 
+def plant_head(model: HookedTransformer, layer: int, head: int, target: int | str, strength: float) -> HookedTransformer:
+    """Make head ``(layer, head)`` of ``model`` prefer a fixed key: ``target = k`` (an int >= 0) is the
+    key ``k`` positions back (0: the current token, 1: the previous one), ``target = "bos"`` is key 0.
+
+    Adds ``strength`` to the head's attention scores on those (query, key) cells through a permanent
+    hook on ``blocks.{layer}.attn.hook_attn_scores`` (after the causal mask, before the softmax), so
+    the head behaves as planted in every run, hooks of the caller included; its weights do not
+    change. Used to make models with known heads for the detector exercise. Returns ``model``."""
+    if target != "bos" and not (isinstance(target, int) and target >= 0):
+        raise ValueError(f"target must be an offset k >= 0 or 'bos', got {target!r}")
+
+    def add_preference(scores: Float[Tensor, "batch head q k"], hook) -> Float[Tensor, "batch head q k"]:
+        n_q, n_k = scores.shape[-2:]
+        if target == "bos":
+            cells = torch.zeros(n_q, n_k, dtype=torch.bool)
+            cells[:, 0] = True
+        else:
+            cells = torch.ones(n_q, n_k, dtype=torch.bool).tril(-target).triu(-target)
+        scores[:, head] = scores[:, head] + strength * cells
+        return scores
+
+    model.add_hook(f"blocks.{layer}.attn.hook_attn_scores", add_preference, is_permanent=True)
+    return model
+
+
 def _init(model: HookedTransformer, generator: torch.Generator, std: float) -> None:
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -192,11 +218,13 @@ def evaluate(model: HookedTransformer, batch: int = 256, seq_len: int = 20, seed
     }
 
 
-def train(out_dir: Path | str, cfg: TrainConfig | None = None) -> dict[str, Any]:
+def train(out_dir: Path | str, cfg: TrainConfig | None = None, seed: int | None = None) -> dict[str, Any]:
     """Train with fixed seeds on one CPU thread, write weights + card into ``out_dir``, return the card."""
     from safetensors.torch import save_file
 
-    cfg = cfg or TrainConfig()
+    from interplab.zoo import with_seed
+
+    cfg = with_seed(cfg or TrainConfig(), seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
@@ -215,7 +243,8 @@ def train(out_dir: Path | str, cfg: TrainConfig | None = None) -> dict[str, Any]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if step % 250 == 0 or step == cfg.steps - 1:
+            # Dense enough to see the induction phase change (a sudden drop within ~100 steps).
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 log.append({"step": step, "loss": round(loss.item(), 4)})
         seconds = time.perf_counter() - start
         model.eval()

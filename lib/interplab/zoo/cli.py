@@ -19,8 +19,10 @@ def zoo_command(args: argparse.Namespace) -> int:
             print(f"{name:28s} {summary}")
         return 0
     if args.zoo_command == "train":
+        if args.seed is not None and args.out is None:
+            raise SystemExit("interplab zoo train: --seed needs --out (another seed must not overwrite the shipped weights)")
         module = zoo.module_for(args.name)
-        card = module.train(args.out or zoo.WEIGHTS_DIR)
+        card = module.train(args.out or zoo.WEIGHTS_DIR, seed=args.seed)
         print(json.dumps(card, indent=2))
         return 0
     if args.zoo_command == "verify":

@@ -134,8 +134,10 @@ def zoo_entry(name: str, cfg: FCNConfig, min_test_accuracy: float):
     """``train``, ``load`` and ``verify`` of one FCN zoo model (the zoo contract), so that each
     dataset's module only names its model, config and accuracy bar."""
 
-    def train_entry(out_dir: Path | str) -> dict[str, Any]:
-        return train(name, cfg, out_dir)
+    def train_entry(out_dir: Path | str, seed: int | None = None) -> dict[str, Any]:
+        from interplab.zoo import with_seed
+
+        return train(name, with_seed(cfg, seed), out_dir)
 
     def load_entry() -> FCN:
         return load(name, cfg)

@@ -111,12 +111,14 @@ def fit(x: torch.Tensor, cfg: Config, architecture: str = "standard", k: int | N
     return sae, history
 
 
-def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=print) -> dict[str, Any]:
+def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=print,
+          seed: int | None = None) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from interplab import zoo
+    from interplab.zoo import with_seed
 
-    cfg = cfg or Config()
+    cfg = with_seed(cfg or Config(), seed)  # `interplab zoo train --seed`
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
