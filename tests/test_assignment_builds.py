@@ -17,7 +17,7 @@ from conftest import Master, interplab, make_course
 
 pytestmark = pytest.mark.slow
 
-ASSIGNMENTS = {"saes": 16, "steering": 10, "attribution": 11, "tsxai": 14}  # graded exercises
+ASSIGNMENTS = {"saes": 16, "steering": 10, "attribution": 11, "tsxai": 14, "discovery": 12}  # graded exercises
 
 
 @pytest.fixture(scope="module", params=sorted(ASSIGNMENTS))
