@@ -222,8 +222,8 @@ def _path_to_heads_probe(freeze=True, denoise=False):
                         def sender(act, hook, head=head):
                             act[:, :, head] = source[hook.name][:, :, head]
                             return act
-                        _, run = model.run_with_cache(target, fwd_hooks=[(get_act_name("result", layer), sender)],
-                                                      names_filter=lambda n: n == name)
+                        with model.hooks(fwd_hooks=[(get_act_name("result", layer), sender)]):
+                            _, run = model.run_with_cache(target, names_filter=lambda n: n == name)
                         new_input = other[name].clone()
                         new_input[:, :, heads] = run[name][:, :, heads]
 
