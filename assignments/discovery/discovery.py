@@ -925,7 +925,9 @@ def nodes_of(mask: Tensor) -> set[str]:
     return {graph.edges[i].sender for i in mask.nonzero().flatten().tolist()} - {"embed"}
 
 
-for name, mask in (("hand", hand_mask), ("EAP top-k", eap_mask), ("ACDC", acdc_mask)):
+hand_faithfulness = faithfulness(model, graph, hand_mask, clean, corrupted, io, s)
+print(f"hand       {int(hand_mask.sum()):3d} edges, F = {hand_faithfulness:.3f}, nodes {sorted(nodes_of(hand_mask))}")
+for name, mask in (("EAP top-k", eap_mask), ("ACDC", acdc_mask)):
     print(f"{name:10s} {int(mask.sum()):3d} edges, F = {faithfulness(model, graph, mask, clean, corrupted, io, s):.3f}, "
           f"nodes {sorted(nodes_of(mask))}")
 print(f"ACDC and EAP share {int((acdc_mask & eap_mask).sum())} edges (of {int(acdc_mask.sum())}); ACDC and the hand "
