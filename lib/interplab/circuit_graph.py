@@ -79,7 +79,7 @@ class Graph:
         """Edge name -> position in ``edges`` (and in every edge mask or score vector)."""
         return {edge.name: i for i, edge in enumerate(self.edges)}
 
-    def mask(self, names: list[str] | None = None) -> Bool[Tensor, "n_edges"]:
+    def mask(self, names: list[str] | None = None) -> Bool[Tensor, "n_edges"]:  # noqa: F821 (a jaxtyping dimension)
         """The edge mask holding exactly the edges ``names`` (``None``: every edge)."""
         if names is None:
             return torch.ones(len(self.edges), dtype=torch.bool)
@@ -139,7 +139,7 @@ class Graph:
         """Indices of the edges into (receiver, input), in the senders' topological order."""
         return [i for i, e in enumerate(self.edges) if e.receiver == receiver and e.input == input]
 
-    def node_edges(self, nodes: list[str]) -> Bool[Tensor, "n_edges"]:
+    def node_edges(self, nodes: list[str]) -> Bool[Tensor, "n_edges"]:  # noqa: F821 (a jaxtyping dimension)
         """The edges that leave or enter any of ``nodes``: removing them knocks the nodes out."""
         chosen = set(nodes)
         unknown = chosen - set(self.nodes)
@@ -160,7 +160,7 @@ def ablated_senders(model: HookedTransformer, graph: Graph, corrupted: Int[Tenso
     return outs.mean(dim=1, keepdim=True).expand_as(outs) if ablation == "mean" else outs
 
 
-def run_with_edges(model: HookedTransformer, graph: Graph, mask: Bool[Tensor, "n_edges"],
+def run_with_edges(model: HookedTransformer, graph: Graph, mask: Bool[Tensor, "n_edges"],  # noqa: F821 (a jaxtyping dimension)
                    tokens: Int[Tensor, "batch pos"],
                    ablated: Float[Tensor, "n_senders batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of ``model`` on ``tokens`` where every edge with ``mask`` False is removed: its

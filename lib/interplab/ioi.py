@@ -69,7 +69,7 @@ TOKEN = {word: i for i, word in enumerate(VOCAB)}
 MAX_LEN = 1 + max(len(t.split()) for t in TEMPLATES)
 
 
-def encode(text: str) -> Int[Tensor, "pos"]:
+def encode(text: str) -> Int[Tensor, "pos"]:  # noqa: F821 (a jaxtyping dimension)
     """``"when anna and ..."`` -> token ids, ``<bos>`` first."""
     unknown = [w for w in text.split() if w not in TOKEN]
     if unknown:
@@ -77,7 +77,7 @@ def encode(text: str) -> Int[Tensor, "pos"]:
     return torch.tensor([TOKEN[BOS]] + [TOKEN[w] for w in text.split()])
 
 
-def decode(ids: Int[Tensor, "pos"]) -> str:
+def decode(ids: Int[Tensor, "pos"]) -> str:  # noqa: F821 (a jaxtyping dimension)
     return " ".join(VOCAB[int(i)] for i in ids if int(i) != TOKEN[BOS])
 
 
