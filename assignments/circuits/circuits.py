@@ -268,7 +268,9 @@ detectors = {"current": lambda p: attention_score(p, current_token_mask(POS)),
              "previous": lambda p: attention_score(p, previous_token_mask(POS)),
              "first (BOS)": lambda p: attention_score(p, first_token_mask(POS)),
              "induction": induction_score}
-scores = torch.stack([torch.cat([fn(rep_cache["pattern", layer]) for layer in range(2)]) for fn in detectors.values()])
+# torch.as_tensor(...).float(): your scores may be numpy arrays or float64, which the checks accept too
+scores = torch.stack([torch.cat([torch.as_tensor(fn(rep_cache["pattern", layer])).float() for layer in range(2)])
+                      for fn in detectors.values()])
 heatmap(scores, xticklabels=head_labels(2, 4), yticklabels=list(detectors), figsize=(9, 3),
         title="Head detector scores on repeated tokens")
 plt.show()
@@ -752,7 +754,8 @@ check("circuits.full_ov_circuit", full_ov_circuit)
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
 for head in range(4):
-    ov = full_ov_circuit(model, 1, head).AB[1:, 1:]  # drop BOS: it is never copied
+    ov = full_ov_circuit(model, 1, head)
+    ov = getattr(ov, "AB", ov)[1:, 1:]  # a FactoredMatrix or the dense matrix; drop BOS: it is never copied
     copying = (ov.argmax(dim=-1) == torch.arange(ov.shape[0])).float().mean().item()
     heatmap(ov, ax=axes[head], annotate=False, title=f"L1H{head} OV: top-1 copy {copying:.0%}",
             xlabel="output token", ylabel="attended token")
@@ -795,8 +798,9 @@ def pos_qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredM
 check("circuits.pos_qk_circuit", pos_qk_circuit)
 
 # %%
-prev_head = int(attention_score(rep_cache["pattern", 0], previous_token_mask(POS)).argmax())
-scores = pos_qk_circuit(model, 0, prev_head).AB[:32, :32] / model.cfg.d_head ** 0.5
+prev_head = int(torch.as_tensor(attention_score(rep_cache["pattern", 0], previous_token_mask(POS))).argmax())
+scores = pos_qk_circuit(model, 0, prev_head)
+scores = getattr(scores, "AB", scores)[:32, :32] / model.cfg.d_head ** 0.5  # factored or dense
 causal = torch.ones_like(scores, dtype=torch.bool).tril()
 heatmap(scores.masked_fill(~causal, float("-inf")).softmax(dim=-1), annotate=False, signed=False,
         title=f"L0H{prev_head}: softmax of the positional QK circuit", xlabel="key position", ylabel="query position")
