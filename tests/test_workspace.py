@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -137,7 +138,7 @@ def test_lab_starts_as_root_on_the_workspace(course, tmp_path) -> None:
     env = dict(tool_env(), JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     proc = subprocess.Popen([sys.executable, "-m", "interplab.cli", "lab", "--course", str(course), "--workspace",
                              str(work), "--port", str(port), "--no-browser"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline, answer = time.time() + 120, None
         while time.time() < deadline and proc.poll() is None:
@@ -150,7 +151,7 @@ def test_lab_starts_as_root_on_the_workspace(course, tmp_path) -> None:
         assert answer is not None and answer.status_code in (200, 302, 403)
         assert (work / "mini" / "mini.ipynb").is_file()
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # JupyterLab and whatever it started
         proc.wait(timeout=60)
 
 

@@ -6,7 +6,6 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,4 +133,5 @@ def lab_command(args: argparse.Namespace) -> int:
         argv.append("--allow-root")  # a container or a lab machine's admin shell: the learner is root
     if args.no_browser:
         argv.append("--no-browser")
-    return subprocess.call(argv)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # JupyterLab takes this process over: Ctrl-C and signals reach it directly
