@@ -103,6 +103,16 @@ def built_course(tmp_path_factory):
     return build
 
 
+@pytest.fixture(autouse=True)
+def autograd_mode_restored():
+    """A master run in-process (``Master``) executes its setup cell, and several switch autograd off for
+    the notebook (``torch.set_grad_enabled(False)``): that must not leak into the next test."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_grad_enabled(True)
+
+
 @pytest.fixture(scope="module")
 def mini_course(tmp_path_factory) -> Path:
     """The test-only `mini` assignment, built once per module."""
