@@ -32,6 +32,7 @@ from interplab.autograder.sandbox import (
     kernel_manager_for,
     shared_server,
 )
+from interplab.errors import UserError
 
 DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|ENOSPC")
 
@@ -193,6 +194,6 @@ def run(jobs: list[Job], executor: str = "local", workers: int | None = None, sc
         return run_local(jobs, workers)
     if executor == "dask":
         if not scheduler:
-            raise ValueError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+            raise UserError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
         return run_dask(jobs, scheduler)
-    raise ValueError(f"unknown executor {executor!r}")
+    raise UserError(f"unknown executor {executor!r}: choose local or dask")
