@@ -21,9 +21,12 @@ $(STAMP): pyproject.toml constraints.txt deploy/system-packages.sh
 
 install: $(STAMP)
 
+# Two pytest-xdist workers (one per core of CI's machine); tests/conftest.py groups the tests so each
+# assignment is built once and each module's servers start once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/ruff check .   # unused imports, undefined names, import order (pyproject.toml)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=40
 
 # Before a term: every alternative correct implementation on 100 simulated builds of every exercise.
 fairness: install

@@ -8,17 +8,21 @@ The pipeline is a list of named steps (nbgrader's converter style); each is a sm
 2. ``seed``        the course secret in the instructor store (drawn once, kept across rebuilds; a
                    new term rotates it with ``interplab secret rotate``) and the build's own hidden
                    seed derived from it (each student's is derived the same way, see store.py);
-3. ``references``  execute the master in reference mode: public references (with the probes'
-                   outputs) next to the notebook, the build's hidden references in the store (each
-                   student's are computed at grade time, cache.ReferenceCache);
-4. ``release``     stock ``nbgrader generate_assignment`` -> ``course/release/<a>/``;
-5. ``validate``    the master scores full marks and the student version scores 0 and raises
-                   nothing but NotImplementedError, both graded exactly as submissions are.
+3. ``execute``     run the master in reference mode and, for the validation, in grading mode, both
+                   at once (two kernels of one thread each: the build takes one master's time);
+4. ``references``  from the reference run: public references (with the probes' outputs) next to
+                   the notebook, the build's hidden references in the store (each student's are
+                   computed at grade time, cache.ReferenceCache);
+5. ``release``     stock ``nbgrader generate_assignment`` -> ``course/release/<a>/``;
+6. ``validate``    the master's grading run scores full marks (so it is deterministic) and the
+                   student version scores 0 and raises nothing but NotImplementedError, both graded
+                   exactly as submissions are.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import shutil
 import tempfile
@@ -31,7 +35,7 @@ import nbformat
 from tqdm import tqdm
 
 from interplab.autograder.course import Course, CourseError
-from interplab.autograder.notebooks import error_outputs, execute, is_test_cell, master_to_notebook, mode_env
+from interplab.autograder.notebooks import error_outputs, execute_concurrently, is_test_cell, master_to_notebook
 from interplab.autograder.steps import grading_env, verify_notebook
 from interplab.autograder.store import BUILD_STUDENT, write_atomic
 from interplab.checking import FORMAT_VERSION, REFERENCES_FILE, exercises_in, iter_bundles
@@ -48,8 +52,10 @@ class BuildError(CourseError):
 class Build:
     course: Course
     assignment: str
+    validate: bool = True
     timings: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
+    executed: dict[str, nbformat.NotebookNode] = field(default_factory=dict)  # mode -> the master run
 
     @property
     def master(self) -> Path:
@@ -144,27 +150,31 @@ def step_seed(build: Build) -> None:
     build.seed = build.course.store.seed(build.assignment, BUILD_STUDENT, create=True)
 
 
-def _run_copy(directory: Path, notebook_name: str, env: dict[str, str], timeout: int,
-              overlay: dict[str, Path] | None = None) -> nbformat.NotebookNode:
-    """Execute a notebook in a scratch copy of its folder, so nothing it writes lands in the course
-    (``overlay``: files to put over the copy, e.g. the instructor's full checks.py)."""
-    with tempfile.TemporaryDirectory(prefix="interplab-build-") as tmp:
-        work = Path(tmp) / directory.name
-        shutil.copytree(directory, work)
-        for name, path in (overlay or {}).items():
-            shutil.copy2(path, work / name)
-        nb = nbformat.read(work / notebook_name, as_version=4)
-        return execute(nb, work, env, timeout=timeout)
+def _run_copies(runs: list[tuple[Path, str, dict[str, str], dict[str, Path]]],
+                timeout: int) -> list[tuple[nbformat.NotebookNode, float]]:
+    """Execute notebooks at once, each in a scratch copy of its folder, so nothing they write lands
+    in the course: (folder, notebook name, environment, files to put over the copy, e.g. the
+    instructor's full checks.py); each executed notebook with its wall time."""
+    with contextlib.ExitStack() as stack:
+        executions = []
+        for directory, notebook_name, env, overlay in runs:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="interplab-build-"))) / directory.name
+            shutil.copytree(directory, work)
+            for name, path in overlay.items():
+                shutil.copy2(path, work / name)
+            executions.append((nbformat.read(work / notebook_name, as_version=4), work, env))
+        return execute_concurrently(executions, timeout)
 
 
-def collect_references(nb: nbformat.NotebookNode, assignment: str) -> dict[str, Any]:
-    """Hidden references from a master executed in reference mode: per exercise the outputs on
-    public and hidden inputs and the probes' outputs; per test cell the exercises it checks."""
+def collect_references(nb: nbformat.NotebookNode, assignment: str, seed: int) -> dict[str, Any]:
+    """Hidden references of ``seed`` from a master executed in reference mode (with that seed among
+    others): per exercise the outputs on public and hidden inputs and the probes' outputs; per test
+    cell the exercises it checks."""
     cells: dict[str, list[str]] = {}
     exercises: dict[str, Any] = {}
     for index, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        bundles = list(iter_bundles(cell.get("outputs", []))) if cell.cell_type == "code" else []
+        bundles = [b for b in iter_bundles(cell.get("outputs", [])) if b.get("seed") == seed] if cell.cell_type == "code" else []
         is_test = is_test_cell(cell)
         if bundles and not is_test:
             raise BuildError(f"cell {index + 1} calls check() but is not a test cell (role=\"test\")")
@@ -196,14 +206,27 @@ def public_references(references: dict[str, Any]) -> dict[str, Any]:
         for ex, data in references["exercises"].items()}}
 
 
+def step_execute(build: Build) -> None:
+    full_checks = {"checks.py": build.checks}
+    # The build's seed second: its references then come from a run that computed another seed's
+    # first, as a student's may at grade time, and the validation's run of the build's seed alone
+    # must still score full marks: a check whose outputs depend on earlier checks fails the build.
+    seeds = [build.seed ^ 1, build.seed]
+    runs = {"reference": (build.source_dir, build.source_notebook.name, grading_env(seeds, mode="reference"), full_checks)}
+    if build.validate:
+        runs["grading"] = (build.source_dir, build.source_notebook.name, grading_env(build.seed), {})
+    done = dict(zip(runs, _run_copies(list(runs.values()), build.timeout)))
+    build.executed = {mode: nb for mode, (nb, _) in done.items()}
+    build.timings["solution notebook"] = round(done["reference"][1], 2)  # a student's run, probes aside
+
+
 def step_references(build: Build) -> None:
-    env = mode_env("reference", seed=build.seed)
-    nb = _run_copy(build.source_dir, build.source_notebook.name, env, build.timeout, {"checks.py": build.checks})
+    nb = build.executed["reference"]
     errors = error_outputs(nb)
     if errors:
         index, ename, evalue = errors[0]
         raise BuildError(f"the master notebook raised {ename}: {evalue} in cell {index + 1}")
-    references = collect_references(nb, build.assignment)
+    references = collect_references(nb, build.assignment, build.seed)
     declared = set(exercises_in(build.checks))
     unchecked = declared - set(references["exercises"])
     if unchecked:
@@ -216,16 +239,15 @@ def step_release(build: Build) -> None:
     build.course.nbgrader("generate_assignment", build.assignment, "--force")
 
 
-def grade_in_process(course: Course, assignment: str, directory: Path, seed: int, timeout: int) -> tuple[list, nbformat.NotebookNode]:
-    """Execute a notebook in grading mode and verify it as the autograder does (no gradebook)."""
+def verify_in_process(course: Course, assignment: str, raw: nbformat.NotebookNode) -> tuple[list, list]:
+    """Verify a notebook executed in grading mode as the autograder does (no gradebook), and
+    cross-check each score with stock nbgrader's reading of the outputs."""
     from nbgrader.utils import determine_grade
 
-    env = grading_env(seed)
-    raw = _run_copy(directory, f"{assignment}.ipynb", env, timeout)
-    errors = error_outputs(raw)
+    errors = error_outputs(raw)  # the kernel's own errors, before verification writes its verdicts
     references = course.store.load_references(assignment)
     results = verify_notebook(raw, references, exercises_in(course.source(assignment) / "checks.py"))
-    for cell in raw.cells:  # cross-check our score with stock nbgrader's reading of the outputs
+    for cell in raw.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         for result in results:
             if meta.get("grade_id") == result.grade_id:
@@ -237,13 +259,15 @@ def grade_in_process(course: Course, assignment: str, directory: Path, seed: int
 
 def step_validate(build: Build) -> None:
     course, a = build.course, build.assignment
-    results, errors = grade_in_process(course, a, build.source_dir, build.seed, build.timeout)
+    results, errors = verify_in_process(course, a, build.executed["grading"])
     short = [f"{r.grade_id}: {r.score}/{r.points} ({'; '.join(v.message for v in r.verdicts)})"
              for r in results if r.score != r.points]
     if short or errors:
-        raise BuildError("the master does not score full marks (is it deterministic?): "
+        raise BuildError("the master does not score full marks (is it deterministic, and independent of the "
+                         "checks run before each?): "
                          + "; ".join(short + [f"cell {i + 1} raised {e}: {v}" for i, e, v in errors]))
-    results, errors = grade_in_process(course, a, course.release(a), build.seed, build.timeout)
+    (student, _), = _run_copies([(course.release(a), f"{a}.ipynb", grading_env(build.seed), {})], build.timeout)
+    results, errors = verify_in_process(course, a, student)
     scored = [f"{r.grade_id}: {r.score}" for r in results if r.score != 0]
     if scored:
         raise BuildError(f"the unmodified student version scores points: {scored}")
@@ -255,6 +279,7 @@ def step_validate(build: Build) -> None:
 STEPS: list[tuple[str, Callable[[Build], None]]] = [
     ("source", step_source),
     ("seed", step_seed),
+    ("execute", step_execute),
     ("references", step_references),
     ("release", step_release),
     ("validate", step_validate),
@@ -262,7 +287,7 @@ STEPS: list[tuple[str, Callable[[Build], None]]] = [
 
 
 def build_assignment(course: Course, assignment: str, validate: bool = True, progress: tqdm | None = None) -> Build:
-    build = Build(course, assignment)
+    build = Build(course, assignment, validate)
     for name, step in STEPS:
         if name == "validate" and not validate:
             continue

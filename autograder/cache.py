@@ -13,8 +13,10 @@ failure (the sandbox did not start, a worker was lost) is never saved, so the ne
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,10 @@ class ExecutionCache:
 
 class ReferenceCache:
     """Each student's hidden references: the master (``source/<a>/<a>.ipynb`` with the instructor's
-    full ``checks.py``, probes included) executed in reference mode with the student's seed, as a
-    job on the grading executor, kept by (master and files, seed)."""
+    full ``checks.py``, probes included) executed in reference mode, as a job on the grading
+    executor, kept per student by (master and files, seed). One run serves a batch of students: the
+    master's setup and demonstrations run once, each check once per student's seed (so grading N
+    students costs N student runs and about N / REFERENCE_BATCH master runs, not 2 N)."""
 
     def __init__(self, store: Store, assignment: str, source: Path, checks: Path, policy: SandboxPolicy) -> None:
         self.store, self.assignment, self.policy = store, assignment, policy
@@ -103,43 +107,71 @@ class ReferenceCache:
         return cls(course.store, assignment, course.source(assignment), course.store.checks_path(assignment),
                    course.policy)
 
-    def job(self, student: str) -> Job:
-        seed = self.store.seed(self.assignment, student)
-        return make_job(self.policy, self.assignment, student, self.assignment, self.master, self.files, seed,
-                        execution_key(self.master, self.files, seed, "reference"), "reference")
+    def key(self, student: str) -> str:
+        return execution_key(self.master, self.files, self.store.seed(self.assignment, student), "reference")
+
+    def jobs(self, students: list[str], workers: int = 1) -> list[tuple[Job, list[str]]]:
+        """The runs that compute these students' references: batches of at most REFERENCE_BATCH, at
+        least as many as ``workers`` (while there are students to share), each with its students."""
+        n_jobs = min(len(students), max(workers, math.ceil(len(students) / REFERENCE_BATCH)))
+        batches = [students[i::n_jobs] for i in range(n_jobs)]
+        return [(self._job(batch), batch) for batch in batches]
+
+    def _job(self, students: list[str]) -> Job:
+        seeds = [self.store.seed(self.assignment, s) for s in students]
+        key = hashlib.sha256("\0".join(self.key(s) for s in students).encode()).hexdigest()
+        # The master is the instructor's code: its output grows with the batch, and so do its limits.
+        n = len(students)
+        policy = dataclasses.replace(self.policy, cell_timeout=self.policy.cell_timeout * n,
+                                     notebook_timeout=self.policy.notebook_timeout * n,
+                                     max_cell_output=self.policy.max_cell_output * n,
+                                     max_notebook_output=self.policy.max_notebook_output * n,
+                                     max_check_output=self.policy.max_check_output * n)
+        return make_job(policy, self.assignment, f"references of {students[0]} and {n - 1} more", self.assignment,
+                        self.master, self.files, seeds, key, "reference")
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
 
     def load(self, student: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path(self.job(student).key).read_text())
+            return json.loads(self.path(self.key(student)).read_text())
         except (OSError, ValueError):
             return None
 
-    def save(self, result: JobResult) -> dict[str, Any]:
-        """The references in a reference-mode execution, saved; a master that cannot produce them
-        in the sandbox is an infrastructure error, never the student's."""
+    def save(self, result: JobResult, students: list[str]) -> dict[str, dict[str, Any]]:
+        """Each student's references in a reference-mode execution, saved; a master that cannot
+        produce them in the sandbox is an infrastructure error, never the students'."""
         from interplab.autograder.build import collect_references  # build imports the steps, which import this
 
         if result.infrastructure_error is not None or result.executed is None:
             raise InfrastructureError(result.infrastructure_error or "no execution")
         if result.status != "ok":
             raise InfrastructureError(f"the master did not run in the sandbox ({result.status})")
-        try:
-            references = collect_references(nbformat.reads(result.executed, as_version=4), self.assignment)
-        except Exception as exc:  # the build validated this master: what differs is the machine
-            raise InfrastructureError(f"the master's references could not be computed here ({exc})") from exc
-        self.store.folder(self.assignment, "references")
-        write_atomic(self.path(result.key), json.dumps(references), mode=0o600)
-        return references
+        executed = nbformat.reads(result.executed, as_version=4)
+        saved = {}
+        for student in students:
+            try:
+                references = collect_references(executed, self.assignment, self.store.seed(self.assignment, student))
+            except Exception as exc:  # the build validated this master: what differs is the machine
+                raise InfrastructureError(f"the master's references could not be computed here ({exc})") from exc
+            self.store.folder(self.assignment, "references")
+            write_atomic(self.path(self.key(student)), json.dumps(references), mode=0o600)
+            saved[student] = references
+        return saved
 
     def get(self, student: str) -> dict[str, Any]:
         """The student's references, computed now (in this process) if no run has yet: what stock
         ``nbgrader autograde`` and the formgrader's button need."""
         from interplab.autograder.executors import run_job
 
-        return self.load(student) or self.save(run_job(self.job(student)))
+        if (references := self.load(student)) is not None:
+            return references
+        (job, batch), = self.jobs([student])
+        return self.save(run_job(job), batch)[student]
+
+
+REFERENCE_BATCH = 16  # students per reference run
 
 
 class InfrastructureError(RuntimeError):
@@ -147,7 +179,7 @@ class InfrastructureError(RuntimeError):
 
 
 def make_job(policy: SandboxPolicy, assignment: str, student: str, notebook: str, nb: NotebookNode,
-             files: dict[str, bytes], seed: int, key: str, mode: str = "grading") -> Job:
+             files: dict[str, bytes], seed: int | list[int], key: str, mode: str = "grading") -> Job:
     """One execution for the executors, with the course's limits."""
     return Job(policy=policy, assignment=assignment, student=student, notebook=notebook,
                sanitized=nbformat.writes(nb), files=files, seed=seed, key=key, mode=mode)

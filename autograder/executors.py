@@ -44,7 +44,7 @@ class Job:
     notebook: str                 # notebook name without .ipynb
     sanitized: str                # notebook JSON after nbgrader's sanitize steps
     files: dict[str, bytes]       # released files, relative path -> content
-    seed: int
+    seed: int | list[int]         # a student's; in reference mode, a batch of students'
     key: str                      # identifies this exact execution (cache.execution_key)
     mode: str = "grading"         # or "reference": the master with the instructor's checks, for a student's references
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)  # the course's [grading] settings

@@ -202,8 +202,10 @@ class GradeReport:
     statuses: dict[str, str]
     executed: int                 # notebooks executed in this run
     reused: int                   # notebooks whose execution an earlier run cached
-    references: int               # students whose hidden references this run computed
-    kernel_seconds: float
+    references: int               # students whose hidden references this run computed ...
+    reference_runs: int           # ... in this many runs of the master
+    kernel_seconds: float         # wall time of the students' kernels
+    reference_seconds: float      # wall time of the masters' reference runs (each serves a batch of students)
     infrastructure_errors: int = 0
 
 
@@ -237,13 +239,18 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
 
     jobs = [job for sub in submissions.values() for job in sub.jobs]
     fresh = [job for job in jobs if cache.load(job.student, job.notebook, job.key) is None]
-    reference_jobs = [references.job(s) for s, sub in submissions.items() if sub.jobs and references.load(s) is None]
-    todo = fresh + reference_jobs
+    reference_jobs = {job.key: (job, batch) for job, batch in references.jobs(
+        [s for s, sub in submissions.items() if sub.jobs and references.load(s) is None],
+        workers or executors.default_workers())}
+    todo = fresh + [job for job, _ in reference_jobs.values()]
     waiting: dict[str, set[str]] = {student: set() for student in submissions}  # keys of jobs not yet done
-    for job in todo:
+    for job in fresh:
         waiting[job.student].add(job.key)
+    for key, (_, batch) in reference_jobs.items():
+        for student in batch:
+            waiting[student].add(key)
     recorder = Recorder(course, assignment)
-    kernel_seconds = 0.0
+    kernel_seconds = reference_seconds = 0.0  # the students' kernels; the masters' reference runs
     failures = 0
     started = time.perf_counter()
     with tqdm(total=len(jobs) + len(reference_jobs), initial=len(jobs) - len(fresh), desc=f"grade {assignment}",
@@ -252,23 +259,28 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
         for student in sorted(s for s, left in waiting.items() if not left and not submissions[s].refused):
             recorder.record(student)  # executions reused from an earlier run, or nothing to execute
         for result in results:
-            submission = submissions[result.student]
-            kernel_seconds += result.seconds
-            if result.key in {job.key for job in reference_jobs}:
+            if result.key in reference_jobs:
+                reference_seconds += result.seconds
+                served = reference_jobs[result.key][1]
                 try:
-                    references.save(result)
+                    references.save(result, served)
                 except InfrastructureError as exc:
-                    submission.infrastructure.append(f"hidden references: {exc}")
-            elif result.infrastructure_error is not None:
-                submission.infrastructure.append(f"{result.notebook}: {result.infrastructure_error}")
+                    for student in served:
+                        submissions[student].infrastructure.append(f"hidden references: {exc}")
             else:
-                cache.save(result)
+                kernel_seconds += result.seconds
+                served = [result.student]
+                if result.infrastructure_error is not None:
+                    submissions[result.student].infrastructure.append(f"{result.notebook}: {result.infrastructure_error}")
+                else:
+                    cache.save(result)
             failures += result.status != "ok" or result.infrastructure_error is not None
             bar.update(1)
             bar.set_postfix(failures=failures)
-            waiting[result.student].discard(result.key)
-            if not waiting[result.student] and not submission.infrastructure:
-                recorder.record(result.student)
+            for student in served:
+                waiting[student].discard(result.key)
+                if not waiting[student] and not submissions[student].infrastructure:
+                    recorder.record(student)
     timings["execute+record"] = time.perf_counter() - started
     timings["record (overlapped)"] = recorder.seconds
     log("timings: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
@@ -289,7 +301,9 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
         statuses[student] = "; ".join(problems) or "ok"
     csv_path = course.root / "grades" / f"{assignment}.csv"
     write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
-    return GradeReport(csv_path, statuses, len(fresh), len(jobs) - len(fresh), len(reference_jobs), kernel_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
+    return GradeReport(csv_path, statuses, len(fresh), len(jobs) - len(fresh),
+                       sum(len(batch) for _, batch in reference_jobs.values()), len(reference_jobs),
+                       kernel_seconds, reference_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
 
 
 def grade_command(args: argparse.Namespace) -> int:
@@ -301,7 +315,9 @@ def grade_command(args: argparse.Namespace) -> int:
     for student, status in sorted(problems.items()):
         print(f"{student}: {status}")
     print(f"graded {len(report.statuses)} submissions ({report.executed} executed, {report.reused} reused from an earlier "
-          f"run, {report.references} students' hidden references computed; {len(problems)} with problems); "
+          f"run, {report.references} students' hidden references computed in {report.reference_runs} master "
+          f"run(s); {len(problems)} with problems; kernels {report.kernel_seconds:.1f} s, reference runs "
+          f"{report.reference_seconds:.1f} s); "
           f"grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
     if report.infrastructure_errors:

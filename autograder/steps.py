@@ -20,7 +20,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
@@ -44,12 +44,13 @@ from interplab.checking import (
 )
 
 
-def grading_env(seed: int, base: dict[str, str] | None = None, mode: str = "grading") -> dict[str, str]:
-    """The environment of a grading kernel: grading (or, for a student's references, reference)
-    mode and the hidden seed, nothing pointing at instructor files."""
+def grading_env(seed: int | Sequence[int], base: dict[str, str] | None = None, mode: str = "grading") -> dict[str, str]:
+    """The environment of a grading kernel: grading (or, for students' references, reference) mode
+    and the hidden seed (reference mode: one or several), nothing pointing at instructor files."""
     env = dict(os.environ if base is None else base)
     env.pop("INTERPLAB_ASSIGNMENT_DIR", None)
-    env.update({"INTERPLAB_MODE": mode, "INTERPLAB_HIDDEN_SEED": str(seed), "HF_HUB_OFFLINE": "1"})
+    seeds = ",".join(str(s) for s in ([seed] if isinstance(seed, int) else seed))
+    env.update({"INTERPLAB_MODE": mode, "INTERPLAB_HIDDEN_SEED": seeds, "HF_HUB_OFFLINE": "1"})
     # One thread per kernel: the executor already runs one kernel per core, and oversubscribed
     # BLAS threads make cells many times slower on a busy machine.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

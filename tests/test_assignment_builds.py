@@ -1,20 +1,23 @@
 """Each assignment through the real command line, offline, on a temporary copy of the course:
-`interplab build` (whose validation requires the master to score full marks in grading mode and the
-untouched student version 0, raising nothing but NotImplementedError), then `interplab check` on the
-solution notebook (every check passes; its time is printed against the 120 s budget, measured, never
-asserted) and on the student notebook (exit 1, one "not implemented yet" row per exercise), and the
-released checks.py without the known-mistake probes (near-solutions stay with the instructor).
+`interplab build`, whose validation grades the master (full marks, deterministic) and the untouched
+student version (0, raising nothing but NotImplementedError) exactly as submissions are graded; the
+solution notebook's time is printed against the 120 s budget (measured, never asserted); the
+released checks.py keeps the known-mistake probes' names but not their code.
+
+`interplab check` (self-study mode) on a solution and a student notebook is exercised once, on circuits
+(test_e2e_circuits.py), and on the test assignment (test_pipeline.py): the mode is the same code for
+every assignment, and each extra notebook run here would cost the suite a minute or more.
 
 The assignments are discovered (tests/conftest.py's ``assignment_slugs``) and each is built once per
 session by the ``built_course`` fixture, which test_fairness.py and test_e2e_circuits.py share."""
 from __future__ import annotations
 
 import json
-import time
+import re
 
 import pytest
 
-from conftest import Master, assignment_slugs, interplab
+from conftest import SOLUTION_SECONDS, Master, assignment_slugs
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +32,14 @@ def _graded_exercises(slug: str) -> int:
     return len(Master(slug).exercises)
 
 
-def test_solution_notebook_passes_every_check(built) -> None:
+def test_build_validates_and_reports_the_solution_notebooks_time(built, record_property) -> None:
     slug, course = built
     n = _graded_exercises(slug)
     assert len(json.loads((course / "release" / slug / "references.json").read_text())["exercises"]) == n
-    start = time.perf_counter()
-    proc = interplab("check", str(course / "source" / slug / f"{slug}.ipynb"))
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{n} of {n} exercises pass" in proc.stdout, proc.stdout
-    print(f"{slug}: the solution notebook's self-check took {elapsed:.0f} s (budget 120 s)")
-
-
-def test_student_notebook_fails_cleanly(built) -> None:
-    slug, course = built
-    n = _graded_exercises(slug)
-    proc = interplab("check", str(course / "release" / slug / f"{slug}.ipynb"))
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"0 of {n} exercises pass" in proc.stdout, proc.stdout
-    rows = [line for line in proc.stdout.splitlines() if line.startswith(f"{slug}.")]
-    assert len(rows) == n and all("not implemented yet" in row for row in rows), proc.stdout
+    log = (course / "build.log").read_text()
+    seconds = re.search(rf"built {slug}: .*solution notebook ([0-9.]+)s", log)
+    assert seconds, log
+    record_property(SOLUTION_SECONDS, float(seconds.group(1)))  # listed at the end of the run (conftest)
 
 
 def test_release_hides_the_known_mistakes(built) -> None:

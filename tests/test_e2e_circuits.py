@@ -12,7 +12,7 @@ import pytest
 
 from interplab.checking import decode
 
-from conftest import edit_solution, interplab, read_csv, read_csv_rows, tool_env
+from conftest import copy_of_build, edit_solution, interplab, read_csv, read_csv_rows, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,9 @@ def _leaves(value):
 
 
 @pytest.fixture(scope="module")
-def course(built_course):
-    return built_course("circuits")  # the session's one build of circuits (tests/conftest.py)
+def course(built_course, tmp_path_factory):
+    """A copy of the run's one build of circuits (tests/conftest.py), graded here."""
+    return copy_of_build(built_course("circuits"), tmp_path_factory.mktemp("e2e"))
 
 
 def _grade_cells(course):

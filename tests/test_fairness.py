@@ -22,13 +22,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 
 import pytest
 
 from interplab.checking import PUBLIC_SEED, judge
 
-from conftest import REPO, Master, assignment_slugs, edit_solution, interplab, read_csv
+from conftest import REPO, Master, assignment_slugs, copy_of_build, edit_solution, interplab, read_csv
 
 SEEDS = int(os.environ.get("INTERPLAB_FAIRNESS_SEEDS", "10"))
 # Exercises judged by a property (``judge``: training a model, sampling) cost seconds to minutes per
@@ -118,10 +117,7 @@ def test_alternative_matches_the_reference_on_public_and_hidden_inputs(slug: str
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", assignment_slugs())
 def test_alternatives_score_full_marks_through_interplab_grade(slug: str, built_course, tmp_path) -> None:
-    course = tmp_path / "course"
-    shutil.copytree(built_course(slug), course, symlinks=True)  # other tests grade in the shared build
-    for name in ("submitted", "autograded", "feedback", "grades"):
-        shutil.rmtree(course / name, ignore_errors=True)
+    course = copy_of_build(built_course(slug), tmp_path)
     source = course / "source" / slug / f"{slug}.ipynb"
     edit_solution(source, alternatives(slug), course / "submitted" / STUDENT / slug / f"{slug}.ipynb")
     proc = interplab("grade", slug, "--course", str(course), timeout=1800)

@@ -17,8 +17,9 @@ Modes, chosen by the ``INTERPLAB_MODE`` environment variable:
     and display the raw outputs, as data, in an output of MIME type :data:`BUNDLE_MIME`. Nothing is
     judged here: the autograder compares the bundle with hidden references in its own process.
 ``reference``
-    Used by ``interplab build`` on the master notebook: like grading, plus the probes' outputs, so
-    that the build can store the references and the known-wrong answers.
+    Used by ``interplab build`` and ``interplab grade`` on the master notebook: like grading, plus the
+    probes' outputs, so that the build can store the references and the known-wrong answers; one
+    bundle per seed when ``INTERPLAB_HIDDEN_SEED`` lists several (each student's references).
 
 Everything that leaves the kernel is JSON with arrays as base64 of raw little-endian bytes with a
 whitelisted dtype: never pickle, never code.
@@ -671,25 +672,38 @@ def check(exercise_id: str, obj: Any) -> None:
     if current == "self-study":
         _check_self_study(exercise, directory, obj)
         return None
-    hidden_seed = os.environ.get("INTERPLAB_HIDDEN_SEED")
-    if hidden_seed is None or not hidden_seed.isdigit():
-        raise CheckSpecError(f"INTERPLAB_MODE={current} needs INTERPLAB_HIDDEN_SEED")
-    outputs = {"public": exercise.run(obj, "public", PUBLIC_SEED),
-               "hidden": exercise.run(obj, "hidden", int(hidden_seed))}
-    bundle: dict[str, Any] = {"version": FORMAT_VERSION, "exercise": exercise.id, "outputs": outputs}
-    if current == "reference":
-        bundle["probes"] = {p.name: {"public": exercise.run(p.fn, "public", PUBLIC_SEED),
-                                     "hidden": exercise.run(p.fn, "hidden", int(hidden_seed))}
-                            for p in exercise.probes}
-    _display(BUNDLE_MIME, bundle, f"<interplab check data for {exercise.id}>")
+    seeds = _hidden_seeds(current)
+    public = exercise.run(obj, "public", PUBLIC_SEED)
+    probes_public: dict[str, list[Any]] = {}
+    for seed in seeds:
+        bundle: dict[str, Any] = {"version": FORMAT_VERSION, "exercise": exercise.id,
+                                  "outputs": {"public": public, "hidden": exercise.run(obj, "hidden", seed)}}
+        if current == "reference":
+            for p in exercise.probes:  # public outputs once, after the first seed's run (as a single run does)
+                probes_public.setdefault(p.name, exercise.run(p.fn, "public", PUBLIC_SEED))
+            bundle["seed"] = seed
+            bundle["probes"] = {p.name: {"public": probes_public[p.name], "hidden": exercise.run(p.fn, "hidden", seed)}
+                                for p in exercise.probes}
+        _display(BUNDLE_MIME, bundle, f"<interplab check data for {exercise.id}>")
     # Re-raise the first error so the notebook shows it (and the build's validation can see it).
-    for outcome in outputs["public"]:
+    for outcome in public:
         if "error" in outcome:
             err = outcome["error"]
             if err["ename"] == "NotImplementedError":
                 raise NotImplementedYet(err["evalue"] or f"{exercise.id} is not implemented yet")
             raise CheckFailed(f"{exercise.id}: raised {err['ename']}: {err['evalue']}")
     return None
+
+
+def _hidden_seeds(current: str) -> list[int]:
+    """The hidden seed (grading) or seeds (reference: one run of the master computes the references
+    of several students, ``INTERPLAB_HIDDEN_SEED=s1,s2,...``)."""
+    value = os.environ.get("INTERPLAB_HIDDEN_SEED", "")
+    seeds = value.split(",")
+    if not value or not all(s.isdigit() for s in seeds) or (current == "grading" and len(seeds) != 1):
+        raise CheckSpecError(f"INTERPLAB_MODE={current} needs INTERPLAB_HIDDEN_SEED (one seed; several, "
+                             f"comma-separated, in reference mode), not {value!r}")
+    return [int(s) for s in seeds]
 
 
 def _check_self_study(exercise: Exercise, directory: Path, obj: Any) -> Verdict:
