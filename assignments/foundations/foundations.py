@@ -363,8 +363,9 @@ def toy_model(X: np.ndarray) -> np.ndarray:  # features 0 and 1 symmetric, featu
 
 
 toy_x, toy_background = np.array([1.0, 1.0, 0.5, 3.0]), np.random.default_rng(0).normal(size=(20, 4))
+toy_background[:, 1] = toy_background[:, 0]  # symmetry needs the two features interchangeable in the background too
 phi_toy = exact_shapley(toy_model, toy_x, toy_background)
-print("toy model: phi =", np.round(phi_toy, 4), "(features 0 and 1 equal, feature 3 zero)")
+print("toy model: phi =", np.round(phi_toy, 4), f"(|phi_0 - phi_1| = {abs(phi_toy[0] - phi_toy[1]):.1e}, phi_3 = {phi_toy[3]:.1e})")
 
 # %% [markdown]
 # **Questions.** $2^{10} = 1024$ coalitions times 50 background rows is 51,200 predictions for one
@@ -511,13 +512,13 @@ check("foundations.lime_tabular", lime_tabular)
 # %%
 scale = diabetes.X_train.std(0)
 rng = np.random.default_rng(0)
-print(f"{'kernel width':>12s} {'fidelity':>9s}  top-3 LIME features (coef per std)   Shapley top-3")
-shapley_top = [diabetes.feature_names[i] for i in np.argsort(-np.abs(phi_exact))[:3]]
+print(f"{'kernel width':>12s} {'fidelity':>9s}  top-3 LIME features (coef per std)")
 for width in (0.5, 1.0, 2.0, 0.75 * np.sqrt(10), 10.0):
     fit = lime_tabular(predict_diabetes, patient, scale, rng.normal(size=(1000, 10)), width)
     top = np.argsort(-np.abs(fit["coef"]))[:3]
-    print(f"{width:12.2f} {fit['fidelity']:9.3f}  " + ", ".join(f"{diabetes.feature_names[i]} {fit['coef'][i]:+.1f}" for i in top)
-          + f"   {', '.join(shapley_top)}")
+    print(f"{width:12.2f} {fit['fidelity']:9.3f}  " + ", ".join(f"{diabetes.feature_names[i]} {fit['coef'][i]:+.1f}" for i in top))
+print("Shapley top-3 for the same patient:", ", ".join(f"{diabetes.feature_names[i]} {phi_exact[i]:+.1f}"
+                                                      for i in np.argsort(-np.abs(phi_exact))[:3]))
 
 # %% [markdown]
 # **Questions.** As the kernel widens, the surrogate describes the model over a larger region: what
