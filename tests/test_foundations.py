@@ -24,8 +24,13 @@ import numpy as np
 import pytest
 import torch
 
-from interplab.foundations import (DigitsMLP, all_coalitions, cascading_randomisation, proper_coalitions,
-                                   random_coalitions)
+from interplab.foundations import (
+    DigitsMLP,
+    all_coalitions,
+    cascading_randomisation,
+    proper_coalitions,
+    random_coalitions,
+)
 
 from conftest import Master
 
