@@ -251,9 +251,11 @@ for ax, name in zip(axes, ("bmi", "s5")):
 plt.show()
 
 # %% [markdown]
-# **Questions.** The ICE curves are roughly parallel here: the additive shape of a boosted model of
-# depth 3 (interactions only inside a tree). Where the curves cross or fan out, the average hides
-# an interaction: which sign would you report? The grid runs from the 5th to the 95th percentile:
+# **Questions.** Are the ICE curves parallel? The printout gives the range of the patients' own
+# rises: for `bmi` they run from about a tenth to nearly twice the average rise. Curves that fan out
+# like this mean the effect of the feature depends on the others (trees of depth 3 model
+# interactions of up to three features), and the partial dependence reports only their average.
+# Where curves cross, even the sign of the effect differs between patients: which would you report? The grid runs from the 5th to the 95th percentile:
 # why not from the minimum to the maximum? And for `s1` (correlated with `s2` at 0.9), what does
 # the partial dependence average over that is not a real patient?
 
