@@ -100,6 +100,7 @@ def cross_entropy(logits: Float[Tensor, "p p p"], mask: Bool[Tensor, "p p"]) -> 
 
 logits = grid_logits(model)
 _, cache = model.run_with_cache(pairs)
+key_freqs = card["key_frequencies"]  # logged by the training script; Part 3.1 finds them again
 print(f"p = {p}: {int(is_train.sum())} training pairs, {int((~is_train).sum())} test pairs; "
       f"final train loss {cross_entropy(logits, is_train):.2e}, test loss {cross_entropy(logits, ~is_train):.2e}, "
       f"test accuracy {float((logits[~is_train].argmax(-1) == answers[~is_train]).double().mean()):.3f}")
@@ -183,7 +184,7 @@ B = fourier_basis(p)
 print(f"max |B @ B.T - I| = {float((B @ B.T - torch.eye(p, dtype=B.dtype)).abs().max()):.1e}")
 v = np.random.default_rng(0).normal(size=p)
 fft = np.fft.fft(v)
-ours = (B @ torch.from_numpy(v)).numpy()
+ours = (B.double() @ torch.from_numpy(v)).numpy()
 print(f"max |ours - numpy.fft| over k = 1..{(p - 1) // 2}: cos {np.abs(ours[1::2] - np.sqrt(2 / p) * fft.real[1:(p + 1) // 2]).max():.1e}, "
       f"sin {np.abs(ours[2::2] + np.sqrt(2 / p) * fft.imag[1:(p + 1) // 2]).max():.1e}")
 
@@ -262,19 +263,24 @@ check("grokking.frequency_norms", frequency_norms)
 # script used to log them on the card); a random embedding would spread it evenly, `1/15 = 6.7 %` each.
 
 # %%
+B = fourier_basis(p)
 norms = frequency_norms(model.W_E[:p], B)
 share = norms / norms.sum()
-key_freqs = [k + 1 for k in range(len(share)) if share[k] >= KEY_FREQUENCY_SHARE]  # 0.1
+found = [k + 1 for k in range(len(share)) if share[k] >= KEY_FREQUENCY_SHARE]  # 0.1
 plt.figure(figsize=(7, 2.5))
 plt.bar(range(1, len(share) + 1), share.numpy())
 plt.xlabel("frequency k")
 plt.ylabel("share of |W_E|^2")
 plt.title("embedding in the Fourier basis")
 plt.show()
-print("key frequencies:", key_freqs, " (card:", card["key_frequencies"], ")")
-print("their share of the embedding's squared norm:", f"{float(share[[k - 1 for k in key_freqs]].sum()):.3f}")
+print("key frequencies:", found, " (logged by the training script on the card:", key_freqs, ")")
+print("their share of the embedding's squared norm:", f"{float(share[[k - 1 for k in found]].sum()):.3f}")
 
 # %% [markdown]
+# With the shipped model: key frequencies 2, 3 and 13, holding 0.904 of the embedding's squared norm
+# (at initialisation the same three held 0.190, about their uniform share 3/15; Part 5 follows this
+# share over the checkpoints).
+#
 # **Questions.** Which share of the embedding do the key frequencies hold at the end of training?
 # Transform the embedding of the first checkpoint (`checkpoints[0].W_E`) the same way: is it sparse?
 # Why would weight decay favour an embedding that uses few frequencies?
@@ -330,6 +336,7 @@ check("grokking.neuron_frequency_fractions", neuron_frequency_fractions)
 # never fire (or are constant) are left out.
 
 # %%
+B = fourier_basis(p)
 neuron_acts = cache["hook_mlp_post"].T.reshape(-1, p, p).double()  # neuron, a, b
 alive = neuron_acts.flatten(1).std(1) > 1e-6
 fractions = neuron_frequency_fractions(fourier_2d(neuron_acts[alive], B))
@@ -346,6 +353,7 @@ for k in sorted(set(neuron_freq.tolist())):
 # a function of `(a, b)`; its fractions per frequency, with the same function:
 
 # %%
+B = fourier_basis(p)
 attn_to_a = cache["hook_pattern"][:, :, 0].T.reshape(-1, p, p).double()  # head, a, b
 head_fractions = neuron_frequency_fractions(fourier_2d(attn_to_a, B))
 for head, row in enumerate(head_fractions):
@@ -353,6 +361,10 @@ for head, row in enumerate(head_fractions):
     print(f"head {head}: top frequencies {[int(k) + 1 for k in top]} with fractions {[round(float(row[k]), 2) for k in top]}")
 
 # %% [markdown]
+# With the shipped model all 192 neurons fall into the three key frequencies (61, 71 and 60 neurons),
+# and the median neuron has 0.95-0.96 of its non-constant Fourier mass in its single frequency. Each
+# head attends in one main frequency (fractions 0.65-0.92).
+#
 # **Questions.** Do the neuron clusters use the same frequencies as the embedding? How much of a
 # typical neuron is explained by its single frequency? What do the heads' frequencies tell you about
 # what attention contributes?
@@ -444,9 +456,9 @@ def sum_fraction(values: Float[Tensor, "p p n"], freqs: list[int]) -> Float[Tens
 check("grokking.sum_fraction", sum_fraction)
 
 # %% [markdown]
-# The logits are (nearly) a function of `a + b` alone, through the key frequencies; the neurons are
-# part of the way there (each neuron also keeps the terms linear in `a` and in `b`, which the output
-# weights cancel between neurons); the embedding is not a function of `a + b` at all.
+# Where is `a + b` computed? We measure the share of variance in the key-frequency sum directions
+# for the logits (every output `c`), for each neuron (in its own frequency) and for the attention paid
+# to `a` by each head.
 
 # %%
 logit_fraction = sum_fraction(logits, key_freqs)
@@ -457,6 +469,19 @@ print(f"neurons: median {float(own.median()):.3f} of each neuron's variance is i
 attn_grid = attn_to_a.permute(1, 2, 0)
 print("attention from = to a, per head, in the key-frequency sum directions:",
       [round(float(x), 3) for x in sum_fraction(attn_grid, key_freqs)])
+
+# %% [markdown]
+# With the shipped model: 0.980 of the logits' variance lies in the key-frequency sum directions (the
+# logits are nearly a function of `a + b` alone); a neuron has a median 0.171 of its variance in the sum
+# directions of its frequency (Part 3.2 put 0.95 of its mass in that frequency, so the rest is in the
+# frequency's other terms: those linear in a wave of `a` or of `b`, and the products that make waves of
+# `a - b`; the logits' 0.980 says that the output weights leave little of them); the attention pattern has none
+# (0.000 for every head): the attention weights are functions of `a` and `b` separately, and the
+# products that make `cos(w(a+b))` are formed by the MLP's non-linearity.
+#
+# **Questions.** A ReLU neuron fed `cos(wa) + cos(wb)` outputs a function with a `cos(w(a+b))` term:
+# which identity makes that happen? Why can the attention *pattern* not contain such a term here,
+# although the attention *output* feeds the MLP the waves it multiplies?
 
 # %% [markdown]
 # ## Part 5. Progress measures over training
@@ -580,6 +605,7 @@ check("grokking.weight_norm", weight_norm)
 # Every measure on every shipped checkpoint, with the key frequencies of the final model:
 
 # %%
+B = fourier_basis(p)
 rows = []
 for step, m in checkpoints.items():
     lg = grid_logits(m)
@@ -672,6 +698,16 @@ ax.legend(fontsize=7, ncol=2)
 plt.show()
 
 # %% [markdown]
+# With the shipped model (the table above): memorisation ends at step 170, the test loss peaks at
+# step 110 (9.79, far above the uniform 3.43), cleanup starts at step 310 and the model has grokked
+# (test loss below 0.05) at step 600. The progress measures move first: at step 300 the restricted loss
+# is already 0.378 while the test loss is 5.05, and the excluded loss has risen from 1.97 (step 100) to
+# 3.23 (step 300) and 4.82 (step 500) while the train loss fell from 0.14 to 0.0016. The weight norm
+# peaks during memorisation (27.7 at step 100) and falls through circuit formation and cleanup
+# (26.5 at step 300, 23.9 at step 600, 22.9 at step 1500); the key frequencies' share of the
+# embedding grows from 0.19 to 0.90. Our phases are short (hundreds of steps, against thousands in the
+# paper): a smaller `p`, more training data and faster weight decay.
+#
 # **Questions.** On which checkpoints is the excluded loss already far above the train loss although
 # the test loss has not fallen yet? What does that say about when the circuit forms, compared with
 # when the test loss shows it? How does the weight norm move across the three phases, and why would
