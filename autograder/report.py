@@ -42,7 +42,7 @@ class ExerciseSummary:
     students: int
     passed: int
     mean_fraction: float
-    probes: Counter              # probe name -> distinct students who matched it
+    probes: dict[str, list[str]]  # probe name -> the distinct students who matched it
 
     @property
     def pass_rate(self) -> float:
@@ -76,13 +76,14 @@ def analyse(course: Course, assignment: str, threshold: float = 50.0) -> ClassRe
     exercises = list(exercises_in(checks).values())
     summaries = []
     for exercise in exercises:
-        passed, fractions, probes = 0, [], Counter()
+        passed, fractions, probes = 0, [], {}
         for total in graded:
             seen = [nb["exercises"][exercise.id] for nb in records.get(total.student, {}).get("notebooks", {}).values()
                     if exercise.id in nb.get("exercises", {})]
             passed += any(r.get("passed") for r in seen)
             fractions.append(max((float(r.get("fraction", 0)) for r in seen), default=0.0))
-            probes.update({r["probe"] for r in seen if r.get("probe")})
+            for name in sorted({r["probe"] for r in seen if r.get("probe")}):
+                probes.setdefault(name, []).append(total.student)
         summaries.append(ExerciseSummary(exercise, len(graded), passed,
                                          sum(fractions) / len(fractions) if fractions else 0.0, probes))
     limits = sorted((total.student, name, nb["limit"], str(nb.get("status", "")))
@@ -94,8 +95,8 @@ def analyse(course: Course, assignment: str, threshold: float = 50.0) -> ClassRe
 
 def misconception_rows(report: ClassReport) -> list[list[Any]]:
     """Per exercise (in the notebook's order), its matched probes, most frequent first."""
-    return [[s.exercise.id, name, count] for s in report.exercises
-            for name, count in sorted(s.probes.items(), key=lambda item: (-item[1], item[0]))]
+    return [[s.exercise.id, name, len(who)] for s in report.exercises
+            for name, who in sorted(s.probes.items(), key=lambda item: (-len(item[1]), item[0]))]
 
 
 def student_rows(report: ClassReport) -> list[list[Any]]:
@@ -153,8 +154,9 @@ def render(report: ClassReport) -> str:
     rows = []
     for s in report.exercises:
         for probe in s.exercise.probes:
-            rows.append([s.exercise.id, probe.name, probe.message, s.probes.get(probe.name, 0)])
-    parts.append(table(["exercise", "probe", "what it means", "students"], rows, {3}) if rows
+            who = s.probes.get(probe.name, [])
+            rows.append([s.exercise.id, probe.name, probe.message, len(who), ", ".join(who)])
+    parts.append(table(["exercise", "probe", "what it means", "students", "who"], rows, {3}) if rows
                  else "<p>No exercise of this assignment has named misconceptions.</p>")
     counts = Counter(kind for _, _, kind, _ in report.limits)
     parts += ["<h2>Submissions that hit a limit</h2>",
@@ -185,7 +187,7 @@ def report_command(args: argparse.Namespace) -> int:
         raise CourseError(f"--threshold must be a percentage between 0 and 100, got {args.threshold:g}")
     report, files = write_report(Course.load(args.course), args.assignment, args.threshold)
     print(f"{len(report.totals)} students; {len(report.below)} below {args.threshold:g}%; "
-          f"{len(report.limits)} runs hit a limit; {sum(sum(s.probes.values()) for s in report.exercises)} known mistakes matched")
+          f"{len(report.limits)} runs hit a limit; {len(misconception_rows(report))} named misconceptions matched")
     for path in files.values():
         print(f"  {path}")
     return 0

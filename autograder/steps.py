@@ -236,8 +236,11 @@ class VerifyChecks(NbGraderPreprocessor):
         for result in results:
             self.log.info("%s: %s/%s", result.grade_id, result.score, result.points)
         # what the class report reads (verdicts.py): per exercise, the probe matched, the limit hit
-        verdict_log.save(course.store, assignment, student, resources["nbgrader"]["notebook"], limit,
-                      {v.exercise: verdict_log.exercise_record(exercises[v.exercise], v) for r in results for v in r.verdicts})
+        records = {v.exercise: verdict_log.exercise_record(exercises[v.exercise], v) for r in results for v in r.verdicts}
+        try:
+            verdict_log.save(course.store, assignment, student, resources["nbgrader"]["notebook"], limit, records)
+        except OSError as exc:  # analytics must never cost a grade
+            self.log.warning("the verdicts of %s for the class report were not recorded: %s", student, exc)
         return nb, resources
 
 
