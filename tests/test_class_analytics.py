@@ -125,6 +125,7 @@ def _rows(path: Path) -> list[list[str]]:
         return list(csv.reader(handle))
 
 
+@pytest.mark.slow
 def test_report_counts_every_planted_mistake(graded):
     proc = interplab("report", "mini", "--course", str(graded), "--threshold", "60", check=True)
     assert "20 students" in proc.stdout
@@ -146,6 +147,7 @@ def test_report_counts_every_planted_mistake(graded):
     assert students["ind_math"][:3] == ["3", "3", "100.0"] and students["axis0_a"][:3] == ["1", "3", "33.3"]
 
 
+@pytest.mark.slow
 def test_similarity_ranks_disguised_copies_first(graded):
     proc = interplab("similarity", "mini", "--course", str(graded), check=True)
     assert "190 pairs" in proc.stdout
@@ -169,6 +171,7 @@ def test_similarity_is_blind_to_names_order_comments_and_skeleton():
     assert similarity.tokens("def f(x:\n    'unterminated")  # a broken cell still has tokens, no error
 
 
+@pytest.mark.slow
 def test_reports_run_no_script_and_show_the_numbers(graded, browser):
     interplab("report", "mini", "--course", str(graded), "--threshold", "60", check=True)
     interplab("similarity", "mini", "--course", str(graded), check=True)
@@ -188,6 +191,7 @@ def test_reports_run_no_script_and_show_the_numbers(graded, browser):
     assert browser.find_elements("css selector", "span.match")
 
 
+@pytest.mark.slow
 def test_export_writes_each_lms_format(graded, tmp_path):
     interplab("export", "mini", "--course", str(graded), "--format", "csv", check=True)
     rows = {r[0]: r[1:] for r in _rows(graded / "grades" / "mini-csv.csv")}
@@ -214,3 +218,19 @@ def test_export_writes_each_lms_format(graded, tmp_path):
     proc = interplab("export", "mini", "--course", str(graded), "--format", "moodle", "--mapping", str(mapping))
     assert proc.returncode == 2 and "19 graded student(s) missing from the id mapping" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_export_refuses_a_student_without_a_score(tmp_path):
+    from interplab.autograder.course import Course, CourseError
+    from interplab.autograder.export import export
+
+    course = Course.load(make_course(tmp_path, TEST_ASSIGNMENTS))
+    (course.root / "grades").mkdir()
+    (course.root / "grades" / "mini.csv").write_text(
+        "student_id,grade_id,score,max_score,status\nann,test_softmax,2,2,ok\nann,test_row_norms,0.5,1,ok\n"
+        "bo,test_softmax,,2,infrastructure error (not graded)\nbo,test_row_norms,,1,infrastructure error (not graded)\n")
+    with pytest.raises(CourseError, match=r"1 student\(s\) have no score .*bo"):
+        export(course, "mini", "canvas")
+    (course.root / "grades" / "mini.csv").write_text("student_id,grade_id,score,max_score,status\nann,test_softmax,2,2,ok\n"
+                                                     "ann,test_row_norms,0.5,1,ok\n")
+    assert _rows(export(course, "mini", "csv")) == [["student_id", "score", "max_score", "percent"], ["ann", "2.5", "3", "83.33"]]
