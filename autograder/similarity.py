@@ -172,7 +172,7 @@ def load_class(course: Course, assignment: str) -> tuple[list[Submission], list[
     if not notebooks:
         raise CourseError(f"assignment {assignment!r} is not released in {course.root}: run `interplab build {assignment}`")
     skeleton = {f"{nb.stem}/{gid}": src for nb in notebooks for gid, src in solution_cells(nb).items()}
-    skeleton_prints = {key: set(fingerprints(src, window=1)) for key, src in skeleton.items()}  # every k-gram
+    skeleton_prints = skeleton_of(skeleton)
     students = sorted(p.parent.name for p in course.submitted.glob(f"*/{assignment}")) if course.submitted.is_dir() else []
     if not students:
         raise CourseError(f"no submissions found in {course.submitted}/*/{assignment}/")
@@ -191,11 +191,20 @@ def load_class(course: Course, assignment: str) -> tuple[list[Submission], list[
                 notes.append(f"{student}: {nb.name} not read ({type(exc).__name__})")
                 continue
             cells.update({f"{nb.stem}/{gid}": src for gid, src in found.items() if f"{nb.stem}/{gid}" in skeleton})
-        submission = Submission(student, cells)
-        for key, src in cells.items():
-            submission.prints[key] = {h: lines for h, lines in fingerprints(src).items() if h not in skeleton_prints[key]}
-        submissions.append(submission)
+        submissions.append(submission_of(student, cells, skeleton_prints))
     return submissions, notes
+
+
+def skeleton_of(cells: dict[str, str]) -> dict[str, set[int]]:
+    """Every k-gram of each released solution cell (not only the winnowed ones): what to ignore."""
+    return {key: set(fingerprints(src, window=1)) for key, src in cells.items()}
+
+
+def submission_of(student: str, cells: dict[str, str], skeleton: dict[str, set[int]]) -> Submission:
+    """A student's solution cells fingerprinted, without what each cell's released skeleton has."""
+    prints = {key: {h: lines for h, lines in fingerprints(src).items() if h not in skeleton.get(key, set())}
+              for key, src in cells.items()}
+    return Submission(student, cells, prints)
 
 
 def score(a: Submission, b: Submission) -> float:

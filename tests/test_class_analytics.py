@@ -5,6 +5,7 @@ real `interplab grade` (real nbgrader, real sandboxed kernels): the class report
 headless Chromium (no script runs, the numbers are there)."""
 from __future__ import annotations
 
+import ast
 import csv
 from pathlib import Path
 
@@ -234,3 +235,53 @@ def test_export_refuses_a_student_without_a_score(tmp_path):
     (course.root / "grades" / "mini.csv").write_text("student_id,grade_id,score,max_score,status\nann,test_softmax,2,2,ok\n"
                                                      "ann,test_row_norms,0.5,1,ok\n")
     assert _rows(export(course, "mini", "csv")) == [["student_id", "score", "max_score", "percent"], ["ann", "2.5", "3", "83.33"]]
+
+
+class _Disguise(ast.NodeTransformer):
+    """What a student hiding a copy does: every own name renamed (signatures kept: the checks call
+    them by keyword), comments gone and the layout changed (``ast.unparse``), functions reordered."""
+
+    def __init__(self, own: set[str], keep: set[str]) -> None:
+        self.names = {name: f"q{i}" for i, name in enumerate(sorted(own - keep))}
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        node.id = self.names.get(node.id, node.id)
+        return node
+
+
+def _disguised(source: str) -> str:
+    tree = ast.parse(source)
+    keep = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    keep |= {a.arg for n in tree.body if isinstance(n, ast.FunctionDef) for a in ast.walk(n.args) if isinstance(a, ast.arg)}
+    tree = _Disguise(similarity.bound_names(source) or set(), keep).visit(tree)
+    tree.body.reverse()
+    return ast.unparse(tree)
+
+
+@pytest.mark.parametrize("slug", ["circuits", "probing"])
+def test_real_assignment_copy_ranks_above_independent_solutions(slug):
+    """On a real assignment's solution cells: the master and its independent alternatives
+    (tests/alternatives/) score low, a mechanically disguised copy of either scores high."""
+    import importlib.util
+    import re
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(f"alternatives_{slug}", REPO / "tests" / "alternatives" / f"{slug}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # the master's cells read as text (conftest's Master would import the checks, and torch with them)
+    parts = re.split(r"^(# %%.*)$", (REPO / "assignments" / slug / f"{slug}.py").read_text(), flags=re.M)
+    master = {re.search(r'grade_id="(\w+)"', h).group(1): src for h, src in zip(parts[1::2], parts[2::2])
+              if 'role="solution"' in h}
+    master = {k: v for k, v in master.items() if k in module.ALTERNATIVES}
+    skeleton = similarity.skeleton_of({k: re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "raise NotImplementedError()", v,
+                                                 flags=re.S) for k, v in master.items()})
+    cells = {"master": master, "alternative": {k: module.ALTERNATIVES[k] for k in master}}
+    cells["master_copy"] = {k: _disguised(v) for k, v in cells["master"].items()}
+    cells["alternative_copy"] = {k: _disguised(v) for k, v in cells["alternative"].items()}
+    pairs = similarity.rank([similarity.submission_of(name, c, skeleton) for name, c in cells.items()])
+    scores = {(a.student, b.student): s for a, b, s in pairs}
+    copies = [scores[("master", "master_copy")], scores[("alternative", "alternative_copy")]]
+    independent = [s for pair, s in scores.items() if pair not in (("master", "master_copy"), ("alternative", "alternative_copy"))]
+    assert min(copies) > 0.8 and max(independent) < 0.3, scores
