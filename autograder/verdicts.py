@@ -51,6 +51,14 @@ def save(store: Store, assignment: str, student: str, notebook: str, limit: tupl
     write_atomic(target, json.dumps(record, sort_keys=True), mode=0o600)
 
 
+def forget(store: Store, assignment: str, students: list[str]) -> None:
+    """Drop these students' records before they are graded again: a record never outlives the
+    submission it was made from (a later refused or incomplete one records nothing)."""
+    for student in students:
+        if valid_student_id(student):
+            path(store, assignment, student).unlink(missing_ok=True)
+
+
 def load_one(file: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(file.read_text())
