@@ -108,22 +108,35 @@ def lost(job: Job, exc: BaseException) -> JobResult:
 def execution_status(nb: nbformat.NotebookNode, policy: SandboxPolicy | None = None) -> str:
     """"ok", or the first run-level problem (kernel died, output cap, notebook time limit, cell time
     limit, memory, disk full). All of these are the student's code's doing."""
+    problem = run_problem(nb, policy)
+    return "ok" if problem is None else problem[1]
+
+
+def run_problem(nb: nbformat.NotebookNode, policy: SandboxPolicy | None = None) -> tuple[str, str] | None:
+    """The first limit the run hit, as (kind, message): kind is one of ``LIMIT_KINDS`` (what the
+    class report counts), message what the grades CSV's status says; None when it hit none."""
     policy = policy or SandboxPolicy()
     for index, cell in enumerate(nb.cells, start=1):
         for output in cell.get("outputs", []):
             if output.get("output_type") != "error":
                 continue
-            if output.get("ename") in ("KernelDied", "OutputLimit"):
-                return f"cell {index}: {output.get('evalue')}"
-            if DISK_FULL.search(str(output.get("evalue", ""))):
-                return (f"cell {index}: the kernel's disk is full (working directory disk_limit "
-                        f"{format_size(policy.disk_limit)}, /tmp tmp_size {format_size(policy.tmp_size)}, at most "
-                        f"{policy.disk_inodes} files each)")
-            if output.get("ename") == "CellTimeoutError":
-                return f"cell {index}: a cell ran longer than its time limit and was interrupted"
-            if output.get("ename") == "MemoryError":
-                return f"cell {index}: ran out of memory (the sandbox's memory limit)"
-    return "ok"
+            ename, evalue = output.get("ename"), str(output.get("evalue", ""))
+            if ename == "OutputLimit":
+                return "output limit", f"cell {index}: {evalue}"
+            if ename == "KernelDied":  # the notebook timer stops the kernel too, and says so
+                return ("time limit" if "time limit" in evalue else "kernel death"), f"cell {index}: {evalue}"
+            if DISK_FULL.search(evalue):
+                return "disk full", (f"cell {index}: the kernel's disk is full (working directory disk_limit "
+                                     f"{format_size(policy.disk_limit)}, /tmp tmp_size {format_size(policy.tmp_size)}, "
+                                     f"at most {policy.disk_inodes} files each)")
+            if ename == "CellTimeoutError":
+                return "time limit", f"cell {index}: a cell ran longer than its time limit and was interrupted"
+            if ename == "MemoryError":
+                return "memory", f"cell {index}: ran out of memory (the sandbox's memory limit)"
+    return None
+
+
+LIMIT_KINDS = ("time limit", "memory", "kernel death", "output limit", "disk full")
 
 
 def default_workers() -> int:

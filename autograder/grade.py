@@ -45,7 +45,7 @@ from tqdm import tqdm
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
-from interplab.autograder import executors
+from interplab.autograder import executors, verdicts
 from interplab.autograder.cache import ExecutionCache, InfrastructureError, ReferenceCache, make_job
 from interplab.autograder.course import Course, CourseError
 from interplab.autograder.executors import Job
@@ -235,6 +235,7 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     timings: dict[str, float] = {}
     started = time.perf_counter()
     submissions = {s: prepare(course, assignment, s, notebooks, cache, sanitize) for s in students}
+    verdicts.forget(course.store, assignment, students)  # the class report's records: remade by this run
     timings["sanitize"] = time.perf_counter() - started
 
     jobs = [job for sub in submissions.values() for job in sub.jobs]

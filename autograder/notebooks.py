@@ -32,6 +32,11 @@ def is_test_cell(cell: Any) -> bool:
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
+def is_solution_cell(cell: Any) -> bool:
+    """A code cell the student writes (nbgrader clears its solution in the release)."""
+    return cell.get("cell_type") == "code" and bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
+
+
 def test_cell_ids(nb: NotebookNode) -> set[str]:
     return {cell.metadata["nbgrader"]["grade_id"] for cell in nb.cells if is_test_cell(cell)}
 

@@ -27,7 +27,9 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Enum, Unicode
 
+from interplab.autograder import verdicts as verdict_log
 from interplab.autograder.cache import ExecutionCache, ReferenceCache
+from interplab.autograder.executors import run_problem
 from interplab.autograder.notebooks import is_released_file, is_test_cell
 from interplab.autograder.sandbox import OutputBudget, SandboxPolicy, kernel_manager_for
 from interplab.autograder.store import Store
@@ -226,11 +228,20 @@ class VerifyChecks(NbGraderPreprocessor):
 
         assignment, student = resources["nbgrader"]["assignment"], resources["nbgrader"]["student"]
         root = course_root_of(self.config)
-        references = ReferenceCache.of(Course.load(root), assignment).get(student)
+        course = Course.load(root)
+        references = ReferenceCache.of(course, assignment).get(student)
         checks = Path(self.checks_path) if self.checks_path else root / "source" / assignment / CHECKS_FILE
-        results = verify_notebook(nb, references, exercises_in(checks))
+        exercises = exercises_in(checks)
+        limit = run_problem(nb, course.policy)  # before the test cells' outputs are rewritten
+        results = verify_notebook(nb, references, exercises)
         for result in results:
             self.log.info("%s: %s/%s", result.grade_id, result.score, result.points)
+        # what the class report reads (verdicts.py): per exercise, the probe matched, the limit hit
+        records = {v.exercise: verdict_log.exercise_record(exercises[v.exercise], v) for r in results for v in r.verdicts}
+        try:
+            verdict_log.save(course.store, assignment, student, resources["nbgrader"]["notebook"], limit, records)
+        except OSError as exc:  # analytics must never cost a grade
+            self.log.warning("the verdicts of %s for the class report were not recorded: %s", student, exc)
         return nb, resources
 
 

@@ -44,6 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="grade even where kernels cannot be isolated (no bwrap, not root); see course.toml")
 
+    p = sub.add_parser("report", help="class analytics after grading: scores, pass rates, misconceptions, limits")
+    course_arg(p)
+    p.add_argument("assignment")
+    p.add_argument("--threshold", type=float, default=50.0, help="list students below this percentage (default 50)")
+
+    p = sub.add_parser("similarity", help="rank pairs of submissions by the similarity of their solution cells")
+    course_arg(p)
+    p.add_argument("assignment")
+    p.add_argument("--threshold", type=float, default=0.5, help="show pairs at or above this score side by side (default 0.5)")
+    p.add_argument("--top", type=int, default=10, help="pairs to print (default 10; the CSV has every pair)")
+
+    p = sub.add_parser("export", help="the gradebook of an assignment in an LMS's import format")
+    course_arg(p)
+    p.add_argument("assignment")
+    p.add_argument("--format", choices=["canvas", "moodle", "csv"], required=True)
+    p.add_argument("--mapping", type=Path, default=None,
+                   help="CSV mapping hub user names to LMS ids (default: <course>/lms_users.csv if present)")
+    p.add_argument("--title", default=None, help="the assignment's column title in the LMS (default: its slug)")
+
     p = sub.add_parser("check", help="self-study: run a notebook and report every exercise")
     p.add_argument("notebook", type=Path)
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
@@ -102,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "grade":
             from interplab.autograder.grade import grade_command
             return grade_command(args)
+        if args.command == "report":
+            from interplab.autograder.report import report_command
+            return report_command(args)
+        if args.command == "similarity":
+            from interplab.autograder.similarity import similarity_command
+            return similarity_command(args)
+        if args.command == "export":
+            from interplab.autograder.export import export_command
+            return export_command(args)
         if args.command == "check":
             from interplab.runner import check_notebook_command
             return check_notebook_command(args)
