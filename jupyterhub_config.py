@@ -170,6 +170,9 @@ c.JupyterHub.services = [
         "url": f"http://127.0.0.1:{FORMGRADER_PORT}",
         "display": True,
         "oauth_no_confirm": True,
+        # JupyterHub >= 6 exits when a managed service is not up within its timeout (30 s by
+        # default); a loaded 2-core machine takes longer to start a Jupyter server
+        "timeout": 300,
         "cwd": str(COURSE),
         "command": [sys.executable, "-m", "jupyterhub.singleuser"]
         + (["--allow-root"] if os.geteuid() == 0 else [])
@@ -279,14 +282,30 @@ elif SPAWNER == "slurm":
     # Compute nodes reach the hub over the cluster network.
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_API_PORT}"
     c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://{os.uname().nodename}:{HUB_API_PORT}")
-    c.Spawner.cmd = ["jupyterhub-singleuser"]
-    # the cluster's nodes share the home file system with the hub, and so this checkout
+    # The cluster's nodes share the file system with the hub, and so this checkout and its venv:
+    # absolute paths, because the job's PATH is sudo's secure_path, not the hub's.
+    venv_bin = Path(sys.executable).parent
+    c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
+    c.SlurmSpawner.batchspawner_singleuser_cmd = str(venv_bin / "batchspawner-singleuser")
     c.Spawner.environment["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
+    # sbatch/squeue/scancel run with the spawner's environment only: a site whose slurm.conf is
+    # not in /etc/slurm points the hub at it with SLURM_CONF, and they must see it too
+    if env("SLURM_CONF"):
+        c.Spawner.environment["SLURM_CONF"] = env("SLURM_CONF")
     c.SlurmSpawner.req_srun = ""
     c.SlurmSpawner.req_prologue = "source /etc/profile.d/interplab.sh 2>/dev/null || true"
     per_profile = {
-        p.slug: hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", ""))
+        p.slug: {
+            **hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", "")),
+            # on the compute node, reachable from the hub (ProfilesSpawner would pass on its loopback default)
+            "ip": "0.0.0.0",
+        }
         for p in hub_profiles.PROFILES
     }
     c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(SlurmSpawner, per_profile)
+    # A server started without a menu choice (the REST API) gets the default profile, as a SLURM job:
+    # wrapspawner's own fallback is a LocalProcessSpawner on the hub, as the hub's user (root).
+    default = next(p for p in hub_profiles.PROFILES if p.default)
+    c.ProfilesSpawner.child_class = SlurmSpawner
+    c.ProfilesSpawner.child_config = per_profile[default.slug]
     c.Spawner.start_timeout = 600  # a queued job may wait for a node
