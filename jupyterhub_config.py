@@ -5,6 +5,8 @@
     INTERPLAB_HUB_IP / INTERPLAB_HUB_PORT            public address (127.0.0.1:8000)
     INTERPLAB_HUB_API_PORT / INTERPLAB_PROXY_API_PORT / INTERPLAB_FORMGRADER_PORT  (8081/8001/8002)
     INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes (default .hub/)
+    INTERPLAB_HUB_DB_URL  the hub's database (default SQLite in INTERPLAB_HUB_DATA; PostgreSQL:
+                        postgresql+psycopg://user@host/db)
     INTERPLAB_COURSE    nbgrader course root (default course/); INTERPLAB_COURSE_ID (interplab)
     INTERPLAB_EXCHANGE  nbgrader exchange root (default <course>/exchange locally,
                         /srv/nbgrader/exchange in containers)
@@ -75,7 +77,8 @@ os.chmod(DATA, 0o700)
 c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_API_PORT}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
-c.JupyterHub.db_url = "sqlite:///" + str(DATA / "jupyterhub.sqlite")
+# PostgreSQL for a real class: INTERPLAB_HUB_DB_URL=postgresql+psycopg://user@host/db (deploy/README.md)
+c.JupyterHub.db_url = env("INTERPLAB_HUB_DB_URL", "sqlite:///" + str(DATA / "jupyterhub.sqlite"))
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
 c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every student's server with the hub
