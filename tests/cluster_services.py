@@ -76,9 +76,44 @@ def stop_processes(procs: list[subprocess.Popen]) -> None:
                 proc.wait(10)
 
 
+# --- what both modules grade: three `mini` submissions (full marks, half, nothing) -------------------
+
+MINI_TOTALS = {"good": 3.0, "half": 2.0, "broken": 0.0}  # each student's expected total score
+
+
+def mini_submissions(course: Path) -> None:
+    """Write the submissions of ``MINI_TOTALS``'s students into ``course/submitted``."""
+    from test_grading_parallel import NORMS, SOFTMAX
+
+    from conftest import edit_solution
+
+    cells = {"good": {"impl_softmax": SOFTMAX, "impl_row_norms": NORMS}, "half": {"impl_softmax": SOFTMAX},
+             "broken": {"impl_softmax": "def softmax(x):\n    return 1 / 0\n"}}
+    release_nb = course / "release" / "mini" / "mini.ipynb"
+    for student in MINI_TOTALS:
+        edit_solution(release_nb, cells[student], course / "submitted" / student / "mini" / "mini.ipynb")
+
+
+def totals(rows: dict[tuple[str, str], tuple[float, float, str]]) -> dict[str, float]:
+    """Each student's total score from ``conftest.read_csv_rows``."""
+    out: dict[str, float] = {}
+    for (student, _), (score, _, _) in rows.items():
+        out[student] = out.get(student, 0) + score
+    return out
+
+
+def without_fork_server(course: Path) -> None:
+    """Kernels of this course start from scratch: the `mini` notebook imports only numpy, and a fork
+    server's preload (torch, transformer-lens) would cost these tests more than everything they check."""
+    toml = course / "course.toml"
+    text = toml.read_text()
+    assert "fork_server = true" in text, "course.toml no longer says fork_server = true"
+    toml.write_text(text.replace("fork_server = true", "fork_server = false", 1))
+
+
 # --- SLURM ------------------------------------------------------------------------------------------
 
-SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "sudo")  # sudo: BatchSpawner
 
 
 @dataclass
@@ -147,7 +182,7 @@ PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 def start_slurm(cpus: int = 8, mem_mb: int = 16000, timeout: float = 60) -> SlurmCluster:
     """munged, slurmctld and slurmd in the foreground, as root, in a fresh directory; returns once
     ``sinfo`` shows the node idle."""
-    ensure_packages(all(shutil.which(b) for b in SLURM_BINARIES), ["slurm-wlm", "munge"])
+    ensure_packages(all(shutil.which(b) for b in SLURM_BINARIES), ["slurm-wlm", "munge", "sudo"])
     root = public_tempdir("interplab-slurm-")
     for sub in ("munge", "state", "spool", "log"):
         (root / sub).mkdir()
@@ -270,7 +305,9 @@ def start_postgres(timeout: float = 60) -> PostgresServer:
     port = free_port()
     log = open(root / "postgres.log", "w")
     proc = subprocess.Popen([str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=",
-                             "-c", f"unix_socket_directories={sockets}", "-c", "fsync=off",
+                             "-c", f"unix_socket_directories={sockets}",
+                             # a throwaway server: what the tests kill is the grader, never the database
+                             "-c", "fsync=off",
                              "-c", "max_connections=200"],
                             preexec_fn=as_postgres, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     server = PostgresServer(root, sockets, port, proc)

@@ -12,14 +12,23 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from cluster_services import (
-    SlurmCluster, add_unix_user, interpreter_reachable_by_all, public_tempdir, remove_unix_user, start_slurm,
+    MINI_TOTALS,
+    SlurmCluster,
+    add_unix_user,
+    interpreter_reachable_by_all,
+    mini_submissions,
+    public_tempdir,
+    remove_unix_user,
+    start_slurm,
     stop_slurm,
+    totals,
+    without_fork_server,
 )
-from conftest import edit_solution, interplab, read_csv_rows
+
 from interplab.autograder.hub_testing import api_token, login, make_tiny_course, spawn, start_hub, stop_hub, stop_server
-from test_grading_parallel import NORMS, SOFTMAX
+
+from conftest import interplab, read_csv_rows
 
 pytestmark = pytest.mark.slow
 
@@ -89,18 +98,13 @@ def test_a_students_server_is_a_slurm_job_of_theirs_reached_through_the_hub(slur
 
 # --- grading on SLURM workers (dask-jobqueue) -----------------------------------------------------------
 
-SUBMISSIONS = {"good": {"impl_softmax": SOFTMAX, "impl_row_norms": NORMS}, "half": {"impl_softmax": SOFTMAX},
-               "broken": {"impl_softmax": "def softmax(x):\n    return 1 / 0\n"}}
-
-
 def test_grading_on_slurm_workers_gives_the_local_grades(slurm, mini_course, monkeypatch):
-    release_nb = mini_course / "release" / "mini" / "mini.ipynb"
-    for student, cells in SUBMISSIONS.items():
-        edit_solution(release_nb, cells, mini_course / "submitted" / student / "mini" / "mini.ipynb")
+    without_fork_server(mini_course)
+    mini_submissions(mini_course)
     local = interplab("grade", "mini", "--course", str(mini_course), "--workers", "2")
     assert local.returncode == 0, local.stdout + local.stderr
     local_rows = read_csv_rows(mini_course / "grades" / "mini.csv")
-    assert {s for s, _ in local_rows} == set(SUBMISSIONS)
+    assert totals(local_rows) == MINI_TOTALS
     for name in ("autograded", "feedback", "grades"):
         shutil.rmtree(mini_course / name)
     shutil.rmtree(mini_course / ".interplab" / "mini" / "executions")  # nothing reused: SLURM executes all
@@ -125,13 +129,6 @@ def test_grading_on_slurm_workers_gives_the_local_grades(slurm, mini_course, mon
                              "--scheduler", cluster.scheduler_address)
     shutil.rmtree(logs, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(SUBMISSIONS)} executed" in proc.stdout
+    assert f"{len(MINI_TOTALS)} executed" in proc.stdout
     assert read_csv_rows(mini_course / "grades" / "mini.csv") == local_rows
-    assert {total for total in _totals(local_rows).values()} == {3.0, 2.0, 0.0}
 
-
-def _totals(rows: dict) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for (student, _), (score, _, _) in rows.items():
-        totals[student] = totals.get(student, 0) + score
-    return totals
