@@ -5,6 +5,8 @@
     INTERPLAB_HUB_IP / INTERPLAB_HUB_PORT            public address (127.0.0.1:8000)
     INTERPLAB_HUB_API_PORT / INTERPLAB_PROXY_API_PORT / INTERPLAB_FORMGRADER_PORT  (8081/8001/8002)
     INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes (default .hub/)
+    INTERPLAB_HUB_DB_URL  the hub's database (default SQLite in INTERPLAB_HUB_DATA; PostgreSQL:
+                        postgresql+psycopg://user@host/db)
     INTERPLAB_COURSE    nbgrader course root (default course/); INTERPLAB_COURSE_ID (interplab)
     INTERPLAB_EXCHANGE  nbgrader exchange root (default <course>/exchange locally,
                         /srv/nbgrader/exchange in containers)
@@ -75,7 +77,8 @@ os.chmod(DATA, 0o700)
 c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_API_PORT}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
-c.JupyterHub.db_url = "sqlite:///" + str(DATA / "jupyterhub.sqlite")
+# PostgreSQL for a real class: INTERPLAB_HUB_DB_URL=postgresql+psycopg://user@host/db (deploy/README.md)
+c.JupyterHub.db_url = env("INTERPLAB_HUB_DB_URL", "sqlite:///" + str(DATA / "jupyterhub.sqlite"))
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
 c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every student's server with the hub
@@ -170,6 +173,9 @@ c.JupyterHub.services = [
         "url": f"http://127.0.0.1:{FORMGRADER_PORT}",
         "display": True,
         "oauth_no_confirm": True,
+        # JupyterHub >= 6 exits when a managed service is not up within its timeout (30 s by
+        # default); a loaded 2-core machine takes longer to start a Jupyter server
+        "timeout": 300,
         "cwd": str(COURSE),
         "command": [sys.executable, "-m", "jupyterhub.singleuser"]
         + (["--allow-root"] if os.geteuid() == 0 else [])
@@ -279,14 +285,30 @@ elif SPAWNER == "slurm":
     # Compute nodes reach the hub over the cluster network.
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_API_PORT}"
     c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://{os.uname().nodename}:{HUB_API_PORT}")
-    c.Spawner.cmd = ["jupyterhub-singleuser"]
-    # the cluster's nodes share the home file system with the hub, and so this checkout
+    # The cluster's nodes share the file system with the hub, and so this checkout and its venv:
+    # absolute paths, because the job's PATH is sudo's secure_path, not the hub's.
+    venv_bin = Path(sys.executable).parent
+    c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
+    c.SlurmSpawner.batchspawner_singleuser_cmd = str(venv_bin / "batchspawner-singleuser")
     c.Spawner.environment["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
+    # sbatch/squeue/scancel run with the spawner's environment only: a site whose slurm.conf is
+    # not in /etc/slurm points the hub at it with SLURM_CONF, and they must see it too
+    if env("SLURM_CONF"):
+        c.Spawner.environment["SLURM_CONF"] = env("SLURM_CONF")
     c.SlurmSpawner.req_srun = ""
     c.SlurmSpawner.req_prologue = "source /etc/profile.d/interplab.sh 2>/dev/null || true"
     per_profile = {
-        p.slug: hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", ""))
+        p.slug: {
+            **hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", "")),
+            # on the compute node, reachable from the hub (ProfilesSpawner would pass on its loopback default)
+            "ip": "0.0.0.0",
+        }
         for p in hub_profiles.PROFILES
     }
     c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(SlurmSpawner, per_profile)
+    # A server started without a menu choice (the REST API) gets the default profile, as a SLURM job:
+    # wrapspawner's own fallback is a LocalProcessSpawner on the hub, as the hub's user (root).
+    default = next(p for p in hub_profiles.PROFILES if p.default)
+    c.ProfilesSpawner.child_class = SlurmSpawner
+    c.ProfilesSpawner.child_config = per_profile[default.slug]
     c.Spawner.start_timeout = 600  # a queued job may wait for a node

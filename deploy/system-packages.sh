@@ -3,6 +3,9 @@
 #   bubblewrap, util-linux  the grading sandbox (autograder/sandbox/)
 #   nodejs, npm             configurable-http-proxy for the hub (installed by autograder/hub_proxy.py)
 #   chromium, chromium-driver  the browser test (tests/test_browser.py)
+#   slurm-wlm, munge, sudo  a one-node SLURM cluster the tests start (tests/test_slurm.py); BatchSpawner
+#                           submits a student's server with `sudo -u <student> sbatch`
+#   postgresql              a PostgreSQL server the tests start (tests/test_postgres.py)
 # Without root or apt it only says what is missing: grading still runs and says loudly which
 # protection is off; the browser test is skipped with the reason.
 set -u
@@ -13,6 +16,10 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null || need+=(slurm-wlm)
+command -v munged >/dev/null || need+=(munge)
+command -v sudo >/dev/null || need+=(sudo)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
   :
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
