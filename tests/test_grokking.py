@@ -23,9 +23,10 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from conftest import Master
 from interplab import grokking, zoo
 from interplab.zoo import modadd_1l
+
+from conftest import Master
 
 GROKKING = Master("grokking", hidden_seed=1616)
 

@@ -38,7 +38,7 @@ def fourier_basis(p: int) -> Float[Tensor, "p p"]:
     return basis / basis.norm(dim=1, keepdim=True)
 
 
-def frequency_norms(embedding: Float[Tensor, "p d_model"]) -> Float[Tensor, "n_freq"]:
+def frequency_norms(embedding: Float[Tensor, "p d_model"]) -> Float[Tensor, "n_freq"]:  # noqa: F821 (a jaxtyping dimension)
     """Squared norm of the embedding in each frequency ``k = 1..(p-1)/2`` (its cos and sin rows
     together), float64."""
     p = embedding.shape[0]

@@ -134,7 +134,7 @@ def all_pairs(p: int) -> Int[Tensor, "p*p 3"]:
     return torch.stack([a, b, torch.full_like(a, p)], dim=1)
 
 
-def labels(p: int) -> Int[Tensor, "p*p"]:
+def labels(p: int) -> Int[Tensor, "p*p"]:  # noqa: F821 (a jaxtyping dimension)
     """``(a + b) mod p`` for every row of :func:`all_pairs`."""
     pairs = all_pairs(p)
     return (pairs[:, 0] + pairs[:, 1]) % p
@@ -149,7 +149,7 @@ def train_mask(p: int, train_fraction: float, seed: int) -> Tensor:
     return mask
 
 
-def loss_fn(logits: Float[Tensor, "batch p"], target: Int[Tensor, "batch"]) -> Tensor:
+def loss_fn(logits: Float[Tensor, "batch p"], target: Int[Tensor, "batch"]) -> Tensor:  # noqa: F821 (a jaxtyping dimension)
     """Mean cross-entropy, computed in float64 (see the module docstring)."""
     return F.cross_entropy(logits.double(), target)
 
