@@ -20,8 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from interplab.autograder import hub_profiles
-from interplab.autograder.hub_local import (
+from interplab.autograder.hub import profiles
+from interplab.autograder.hub.spawners import (
     DEMO_INSTRUCTOR,
     DEMO_STUDENTS,
     FORMGRADER_CONFIG,
@@ -80,7 +80,7 @@ c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
 c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every student's server with the hub
 if SPAWNER in ("local", "docker", "slurm"):
-    from interplab.autograder.hub_proxy import ensure_proxy
+    from interplab.autograder.hub.proxy import ensure_proxy
 
     c.ConfigurableHTTPProxy.command = [str(ensure_proxy(quiet=True))]
 
@@ -118,8 +118,8 @@ elif AUTH == "oauth":
     c.GenericOAuthenticator.allowed_groups = set(_names("INTERPLAB_OAUTH_ALLOWED_GROUPS", STUDENT_GROUP + "," + FORMGRADE_GROUP))
     c.GenericOAuthenticator.admin_groups = set(_names("INTERPLAB_OAUTH_ADMIN_GROUPS"))
 elif AUTH == "lti13":
-    # An LTI 1.3 launch from the LMS; instructors by their LIS role (hub_auth.CourseLTI13Authenticator).
-    c.JupyterHub.authenticator_class = "interplab.autograder.hub_auth.CourseLTI13Authenticator"
+    # An LTI 1.3 launch from the LMS; instructors by their LIS role (hub.login.CourseLTI13Authenticator).
+    c.JupyterHub.authenticator_class = "interplab.autograder.hub.login.CourseLTI13Authenticator"
     c.CourseLTI13Authenticator.course_id = COURSE_ID
     c.LTI13Authenticator.issuer = env("INTERPLAB_LTI_ISSUER", "")
     c.LTI13Authenticator.client_id = _names("INTERPLAB_LTI_CLIENT_ID")
@@ -226,8 +226,8 @@ elif SPAWNER == "kubernetes":
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
     c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://hub:{HUB_API_PORT}")
     c.KubeSpawner.namespace = env("INTERPLAB_K8S_NAMESPACE", "interplab")
-    c.KubeSpawner.profile_list = hub_profiles.kubespawner_profile_list(
-        cpu_image=env("INTERPLAB_IMAGE", hub_profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", hub_profiles.GPU_IMAGE)
+    c.KubeSpawner.profile_list = profiles.kubespawner_profile_list(
+        cpu_image=env("INTERPLAB_IMAGE", profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", profiles.GPU_IMAGE)
     )
     c.KubeSpawner.storage_pvc_ensure = True
     c.KubeSpawner.pvc_name_template = "claim-{username}"
@@ -263,14 +263,14 @@ elif SPAWNER == "docker":
     c.DockerSpawner.remove = True
     c.DockerSpawner.network_name = env("INTERPLAB_DOCKER_NETWORK", "bridge")
     c.DockerSpawner.extra_host_config = {"extra_hosts": {"host.docker.internal": "host-gateway"}}
-    images = dict(cpu_image=env("INTERPLAB_IMAGE", hub_profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", hub_profiles.GPU_IMAGE))
+    images = dict(cpu_image=env("INTERPLAB_IMAGE", profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", profiles.GPU_IMAGE))
     per_profile = {}
-    for p in hub_profiles.PROFILES:
-        settings = hub_profiles.docker_settings(p, **images)
+    for p in profiles.PROFILES:
+        settings = profiles.docker_settings(p, **images)
         # the profile's host config adds the GPU request to the hub-wide one (host.docker.internal)
         settings["extra_host_config"] = {"extra_hosts": {"host.docker.internal": "host-gateway"}, **settings.get("extra_host_config", {})}
         per_profile[p.slug] = settings
-    c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(DockerSpawner, per_profile)
+    c.ProfilesSpawner.profiles = profiles.wrapped_profiles(DockerSpawner, per_profile)
 elif SPAWNER == "slurm":
     from batchspawner import SlurmSpawner
     from wrapspawner import ProfilesSpawner
@@ -285,8 +285,8 @@ elif SPAWNER == "slurm":
     c.SlurmSpawner.req_srun = ""
     c.SlurmSpawner.req_prologue = "source /etc/profile.d/interplab.sh 2>/dev/null || true"
     per_profile = {
-        p.slug: hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", ""))
-        for p in hub_profiles.PROFILES
+        p.slug: profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", ""))
+        for p in profiles.PROFILES
     }
-    c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(SlurmSpawner, per_profile)
+    c.ProfilesSpawner.profiles = profiles.wrapped_profiles(SlurmSpawner, per_profile)
     c.Spawner.start_timeout = 600  # a queued job may wait for a node

@@ -20,7 +20,7 @@ from jupyterhub.auth import Authenticator
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Dict, Unicode
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SINGLEUSER_CONFIG = REPO / "deploy" / "singleuser"
 FORMGRADER_CONFIG = REPO / "deploy" / "formgrader"
 

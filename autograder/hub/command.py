@@ -22,10 +22,10 @@ from pathlib import Path
 
 import psutil
 
-from interplab.autograder.hub_local import DEMO_INSTRUCTOR, DEMO_STUDENTS, demo_accounts
-from interplab.autograder.hub_proxy import ensure_proxy
+from interplab.autograder.hub.proxy import ensure_proxy
+from interplab.autograder.hub.spawners import DEMO_INSTRUCTOR, DEMO_STUDENTS, demo_accounts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "jupyterhub_config.py"
 COURSE_ID_DEFAULT = "interplab"
 
