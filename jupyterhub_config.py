@@ -1,8 +1,10 @@
 """InterpLab's JupyterHub, configured by environment variables (see deploy/README.md).
 
-    INTERPLAB_SPAWNER   local (default) | docker | kubernetes | slurm
+    INTERPLAB_SPAWNER   local (default; demo login on loopback only) | system | docker | kubernetes | slurm
     INTERPLAB_AUTH      demo (default, loopback only) | native | oauth | lti13
     INTERPLAB_HUB_IP / INTERPLAB_HUB_PORT            public address (127.0.0.1:8000)
+    INTERPLAB_SSL_CERT / INTERPLAB_SSL_KEY           TLS certificate and key files (PEM) for a public hub;
+                        INTERPLAB_TLS_TERMINATED=1 when a proxy in front terminates TLS instead
     INTERPLAB_HUB_API_PORT / INTERPLAB_PROXY_API_PORT / INTERPLAB_FORMGRADER_PORT  (8081/8001/8002)
     INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes (default .hub/)
     INTERPLAB_COURSE    nbgrader course root (default course/); INTERPLAB_COURSE_ID (interplab)
@@ -10,6 +12,16 @@
                         /srv/nbgrader/exchange in containers)
     INTERPLAB_INSTRUCTORS / INTERPLAB_ADMINS   comma-separated user names
     INTERPLAB_CULL_TIMEOUT  seconds of inactivity before a server is stopped (3600)
+  system mode (one Unix user per student on this server; the hub runs as root):
+    INTERPLAB_UNIX_NAME     Unix name of a hub user (ilab-{username}); INTERPLAB_UID_MIN/MAX (20000/29999)
+    INTERPLAB_HOME_ROOT     students' homes (/home), mode 0700 each
+    INTERPLAB_INSTRUCTOR_ACCOUNT  the Unix account owning the course and running the formgrader (ilab-instructors)
+    INTERPLAB_SERVER_MEMORY / INTERPLAB_SERVER_CPUS  caps of every server (default: the profile's)
+    INTERPLAB_GPUS          GPU/MIG UUIDs to lease where nvidia-smi is absent (comma-separated)
+
+Unsafe combinations (the shared-user local spawner with a real login, a demo login off loopback,
+a public login without TLS, system mode without root) stop the hub at start with one line that
+says why and what to choose (``interplab.autograder.hub.spawners.refusal``).
 
 Access model: everyone logged in may use their own server only. `nbgrader-<course>` is the
 course's enrolment (the Assignments panel shows the course to its members);
@@ -21,16 +33,19 @@ import sys
 from pathlib import Path
 
 from interplab.autograder.hub import profiles
+from interplab.autograder.hub.login import DEMO_INSTRUCTOR, DEMO_STUDENTS, DemoAuthenticator, demo_accounts
 from interplab.autograder.hub.spawners import (
-    DEMO_INSTRUCTOR,
-    DEMO_STUDENTS,
     FORMGRADER_CONFIG,
     SINGLEUSER_CONFIG,
     CourseLocalSpawner,
-    DemoAuthenticator,
-    demo_accounts,
-    is_loopback,
+    SystemUserSpawner,
+    default_exchange,
+    ensure_account,
+    prepare_exchange,
+    refusal,
+    secure_course,
 )
+from interplab.autograder.sandbox.policy import parse_size
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -52,34 +67,35 @@ FORMGRADER_PORT = int(env("INTERPLAB_FORMGRADER_PORT", "8002"))
 DATA = Path(env("INTERPLAB_HUB_DATA", str(REPO / ".hub"))).resolve()
 COURSE = Path(env("INTERPLAB_COURSE", str(REPO / "course"))).resolve()
 COURSE_ID = env("INTERPLAB_COURSE_ID", "interplab")
-IN_CONTAINERS = SPAWNER in ("docker", "kubernetes")
-EXCHANGE = env("INTERPLAB_EXCHANGE", "/srv/nbgrader/exchange" if IN_CONTAINERS else str(COURSE / "exchange"))
+EXCHANGE = env("INTERPLAB_EXCHANGE", str(default_exchange(SPAWNER, COURSE)))
+SSL_CERT, SSL_KEY = env("INTERPLAB_SSL_CERT", ""), env("INTERPLAB_SSL_KEY", "")
+UID_MIN, UID_MAX = int(env("INTERPLAB_UID_MIN", "20000")), int(env("INTERPLAB_UID_MAX", "29999"))
 FORMGRADER = f"formgrader-{COURSE_ID}"
 FORMGRADE_GROUP = f"formgrade-{COURSE_ID}"
 STUDENT_GROUP = f"nbgrader-{COURSE_ID}"
 
-if SPAWNER not in ("local", "docker", "kubernetes", "slurm"):
-    sys.exit(f"INTERPLAB_SPAWNER={SPAWNER!r}: choose local, docker, kubernetes or slurm")
-if AUTH not in ("demo", "native", "oauth", "lti13"):
-    sys.exit(f"INTERPLAB_AUTH={AUTH!r}: choose demo, native, oauth or lti13")
-if AUTH == "demo" and not is_loopback(HUB_IP):
-    sys.exit(
-        f"refusing to start: the demo login has published passwords and the hub would listen on {HUB_IP}. "
-        "Bind to 127.0.0.1, or choose a real login with INTERPLAB_AUTH=native|oauth|lti13."
-    )
+why_not = refusal(SPAWNER, AUTH, HUB_IP, os.geteuid(), bool(SSL_CERT) or env("INTERPLAB_TLS_TERMINATED") == "1",
+                  UID_MIN, UID_MAX)
+if why_not:
+    sys.exit(why_not)
+if bool(SSL_CERT) != bool(SSL_KEY) or not all(os.access(f, os.R_OK) for f in (SSL_CERT, SSL_KEY) if f):
+    sys.exit(f"TLS needs both INTERPLAB_SSL_CERT and INTERPLAB_SSL_KEY as readable PEM files (got {SSL_CERT!r}, {SSL_KEY!r})")
 
 DATA.mkdir(parents=True, exist_ok=True)
 os.chmod(DATA, 0o700)
 
 # --- the hub, its proxy and its state ------------------------------------------------------------
-c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
+c.JupyterHub.bind_url = f"{'https' if SSL_CERT else 'http'}://{HUB_IP}:{HUB_PORT}"
+if SSL_CERT:  # the proxy serves the public port with this certificate; the hub's own API stays on loopback
+    c.JupyterHub.ssl_cert = SSL_CERT
+    c.JupyterHub.ssl_key = SSL_KEY
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_API_PORT}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
 c.JupyterHub.db_url = "sqlite:///" + str(DATA / "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
 c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every student's server with the hub
-if SPAWNER in ("local", "docker", "slurm"):
+if SPAWNER in ("local", "system", "docker", "slurm"):
     from interplab.autograder.hub.proxy import ensure_proxy
 
     c.ConfigurableHTTPProxy.command = [str(ensure_proxy(quiet=True))]
@@ -97,7 +113,7 @@ if AUTH == "demo":
     c.Authenticator.allowed_users = set(accounts)
 elif AUTH == "native":
     # NativeAuthenticator: self sign-up, an admin approves each account (or INTERPLAB_OPEN_SIGNUP=1).
-    c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+    c.JupyterHub.authenticator_class = "interplab.autograder.hub.login.CourseNativeAuthenticator"
     c.NativeAuthenticator.open_signup = env("INTERPLAB_OPEN_SIGNUP", "0") == "1"
     c.NativeAuthenticator.minimum_password_length = 10
     c.NativeAuthenticator.check_common_password = True
@@ -163,6 +179,15 @@ c.JupyterHub.load_roles = [
     },
 ]
 
+# --- system mode: the instructors' account owns the course and the exchange ---------------------
+formgrader_account = None
+if SPAWNER == "system":
+    home_root = Path(env("INTERPLAB_HOME_ROOT", "/home"))
+    name = env("INTERPLAB_INSTRUCTOR_ACCOUNT", "ilab-instructors")
+    formgrader_account = ensure_account(name, UID_MIN, UID_MAX, home_root / name, "interplab instructors")
+    secure_course(COURSE, formgrader_account)
+    prepare_exchange(Path(EXCHANGE), COURSE_ID, formgrader_account)
+
 # --- services: the formgrader (instructors only) and the idle culler ----------------------------
 c.JupyterHub.services = [
     {
@@ -170,9 +195,12 @@ c.JupyterHub.services = [
         "url": f"http://127.0.0.1:{FORMGRADER_PORT}",
         "display": True,
         "oauth_no_confirm": True,
+        "timeout": 300,  # seconds to come up: a Jupyter server with nbgrader starts slowly on a loaded machine
         "cwd": str(COURSE),
+        # in system mode as the instructors' account, never as root
+        **({"user": formgrader_account.pw_name} if formgrader_account else {}),
         "command": [sys.executable, "-m", "jupyterhub.singleuser"]
-        + (["--allow-root"] if os.geteuid() == 0 else [])
+        + (["--allow-root"] if os.geteuid() == 0 and not formgrader_account else [])
         + [f"--ServerApp.root_dir={COURSE}"],
         "environment": {
             "JUPYTER_CONFIG_PATH": str(FORMGRADER_CONFIG),
@@ -222,6 +250,19 @@ if SPAWNER == "local":
     c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
     c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env("PATH", "")])
     c.Spawner.mem_limit = None
+elif SPAWNER == "system":
+    c.JupyterHub.spawner_class = SystemUserSpawner
+    c.SystemUserSpawner.unix_name_template = env("INTERPLAB_UNIX_NAME", "ilab-{username}")
+    c.SystemUserSpawner.uid_min, c.SystemUserSpawner.uid_max = UID_MIN, UID_MAX
+    c.SystemUserSpawner.home_root = env("INTERPLAB_HOME_ROOT", "/home")
+    c.SystemUserSpawner.configured_gpus = _names("INTERPLAB_GPUS")
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin:/usr/bin:/bin"])
+    try:
+        c.Spawner.mem_limit = parse_size(env("INTERPLAB_SERVER_MEMORY")) if env("INTERPLAB_SERVER_MEMORY") else None
+    except ValueError as exc:
+        sys.exit(f"INTERPLAB_SERVER_MEMORY: {exc}")
+    c.Spawner.cpu_limit = float(env("INTERPLAB_SERVER_CPUS", "0")) or None
 elif SPAWNER == "kubernetes":
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
     c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://hub:{HUB_API_PORT}")

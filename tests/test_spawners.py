@@ -21,7 +21,8 @@ from jupyterhub import orm
 from jupyterhub.app import JupyterHub
 
 from interplab.autograder.hub import profiles
-from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner, DemoAuthenticator
+from interplab.autograder.hub.login import DemoAuthenticator
+from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner
 
 pytestmark = pytest.mark.slow  # each test initialises a whole JupyterHub (a few seconds)
 
