@@ -245,6 +245,7 @@ def test_fetch_and_submit_as_own_unix_users_and_the_formgrader_is_not_root(hub, 
                           data={"course_id": "interplab", "assignment_id": "tiny"}, timeout=120)
         assert r.status_code == 200 and r.json()["success"], r.text[:2000]
     inbound = hub.exchange / "interplab" / "inbound"
+    assert hub.exchange.stat().st_mode & 0o7777 == 0o1777  # nbgrader's documented root, sticky
     assert inbound.stat().st_mode & 0o777 == 0o733  # students may write, not list
     bob_uid = pwd.getpwnam(f"{hub.prefix}-bob").pw_uid
     assert [p.stat().st_uid for p in inbound.iterdir() if p.name.startswith("bob+")] == [bob_uid]

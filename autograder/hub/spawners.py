@@ -148,10 +148,11 @@ def secure_course(course: Path, account: pwd.struct_passwd) -> None:
 
 
 def prepare_exchange(exchange: Path, course_id: str, account: pwd.struct_passwd) -> None:
-    """The exchange root, traversable by students; nbgrader's release (as the instructors' account)
-    makes ``outbound`` 0755, ``inbound`` 0733 (write-only) and ``feedback`` 0711 (by hash) in it."""
+    """The exchange root as nbgrader documents it (writable by all, sticky: nobody removes another's
+    entries); its course folder is the instructors' account's, where nbgrader's release made
+    ``outbound`` 0755, ``inbound`` 0733 (write-only) and ``feedback`` 0711 (by hash)."""
     exchange.mkdir(parents=True, exist_ok=True)
-    exchange.chmod(0o755)
+    exchange.chmod(0o1777)
     course_dir = exchange / course_id
     course_dir.mkdir(exist_ok=True)
     for path in [course_dir, *course_dir.rglob("*")]:
