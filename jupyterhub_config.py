@@ -117,6 +117,9 @@ elif AUTH == "native":
     c.NativeAuthenticator.open_signup = env("INTERPLAB_OPEN_SIGNUP", "0") == "1"
     c.NativeAuthenticator.minimum_password_length = 10
     c.NativeAuthenticator.check_common_password = True
+    c.CourseNativeAuthenticator.course_id = COURSE_ID
+    c.CourseNativeAuthenticator.instructors = instructors
+    c.Authenticator.manage_groups = True  # approved users enrol at login (hub.login.CourseNativeAuthenticator)
     c.Authenticator.allow_all = True
 elif AUTH == "oauth":
     # The university's identity provider over OpenID Connect (Keycloak, Shibboleth's OIDC, Entra ID, ...).
@@ -146,8 +149,8 @@ elif AUTH == "lti13":
     c.Authenticator.allow_all = True
 
 c.Authenticator.admin_users = set(_names("INTERPLAB_ADMINS"))
-# Groups from the environment (demo, native); OAuth and LTI manage them from their claims.
-if AUTH in ("demo", "native"):
+# Groups from the environment (demo); native, OAuth and LTI manage them at each login.
+if AUTH == "demo":
     c.JupyterHub.load_groups = {
         FORMGRADE_GROUP: {"users": instructors},
         STUDENT_GROUP: {"users": sorted(set(students) | set(instructors))},

@@ -244,6 +244,11 @@ def test_fetch_and_submit_as_own_unix_users_and_the_formgrader_is_not_root(hub, 
         r = requests.post(f"{hub.url}/user/bob/assignments/{action}", headers=headers,
                           data={"course_id": "interplab", "assignment_id": "tiny"}, timeout=120)
         assert r.status_code == 200 and r.json()["success"], r.text[:2000]
+        if action == "fetch":  # nbgrader answers with the listing even when the fetch failed
+            assert [a["status"] for a in r.json()["value"] if a["assignment_id"] == "tiny"] == ["fetched"], r.text[:2000]
+    # approval enrolled bob in the course: the group nbgrader's Assignments panel reads
+    model = requests.get(f"{hub.url}/hub/api/users/bob", headers=headers, timeout=30).json()
+    assert model["groups"] == ["nbgrader-interplab"], model
     inbound = hub.exchange / "interplab" / "inbound"
     assert hub.exchange.stat().st_mode & 0o7777 == 0o1777  # nbgrader's documented root, sticky
     assert inbound.stat().st_mode & 0o777 == 0o733  # students may write, not list

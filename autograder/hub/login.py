@@ -21,7 +21,7 @@ from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import LoginHandler as NativeLoginHandler
 from tornado.escape import url_escape
 from tornado.httputil import url_concat
-from traitlets import Dict, Unicode
+from traitlets import Dict, List, Unicode
 
 DEMO_INSTRUCTOR = "instructor"
 DEMO_STUDENTS = ("alice", "bob", "carol")
@@ -146,7 +146,18 @@ class CourseNativeLoginHandler(NativeLoginHandler):
 
 
 class CourseNativeAuthenticator(NativeAuthenticator):
-    """NativeAuthenticator (sign-up, approval by an admin, login) working with JupyterHub 6."""
+    """NativeAuthenticator (sign-up, approval by an admin, login) working with JupyterHub 6. Everyone
+    it lets in is enrolled in the course, the listed instructors also as its instructors (requires
+    ``Authenticator.manage_groups = True``): approval by an admin is the enrolment."""
+
+    course_id = Unicode("interplab", config=True, help="nbgrader course id the approved users enrol in")
+    instructors = List(Unicode(), config=True, help="user names that are the course's instructors")
+
+    async def authenticate(self, handler, data):
+        name = await super().authenticate(handler, data)
+        if not name:
+            return name
+        return {"name": name, "groups": course_groups(self.course_id, name in self.instructors)}
 
     def get_handlers(self, app):
         return [(path, CourseNativeLoginHandler if path == r"/login" else handler)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
 from tornado import web
-from traitlets import Integer, List, Unicode
+from traitlets import Integer, List, Unicode, default
 
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import is_loopback
@@ -179,6 +179,11 @@ class SystemUserSpawner(LocalProcessSpawner):
             f'<label><input type="radio" name="profile" value="{p.slug}"{" checked" if p.default else ""}> '
             f"{p.display_name}: {p.description}</label><br>" for p in profiles.PROFILES)
         return f"<div>{choices}</div>"
+
+    @default("apply_user_options")
+    def _check_the_profile(self):
+        # the profile is read at start; asking for an unknown one is an HTTP 400 before anything starts
+        return lambda spawner, options: spawner.profile
 
     def options_from_form(self, form_data: dict) -> dict:
         return {"profile": form_data.get("profile", [""])[0]}
