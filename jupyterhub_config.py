@@ -1,8 +1,10 @@
 """InterpLab's JupyterHub, configured by environment variables (see deploy/README.md).
 
-    INTERPLAB_SPAWNER   local (default) | docker | kubernetes | slurm
+    INTERPLAB_SPAWNER   local (default; demo login on loopback only) | system | docker | kubernetes | slurm
     INTERPLAB_AUTH      demo (default, loopback only) | native | oauth | lti13
     INTERPLAB_HUB_IP / INTERPLAB_HUB_PORT            public address (127.0.0.1:8000)
+    INTERPLAB_SSL_CERT / INTERPLAB_SSL_KEY           TLS certificate and key files (PEM) for a public hub;
+                        INTERPLAB_TLS_TERMINATED=1 when a proxy in front terminates TLS instead
     INTERPLAB_HUB_API_PORT / INTERPLAB_PROXY_API_PORT / INTERPLAB_FORMGRADER_PORT  (8081/8001/8002)
     INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes (default .hub/)
     INTERPLAB_HUB_DB_URL  the hub's database (default SQLite in INTERPLAB_HUB_DATA; PostgreSQL:
@@ -12,6 +14,16 @@
                         /srv/nbgrader/exchange in containers)
     INTERPLAB_INSTRUCTORS / INTERPLAB_ADMINS   comma-separated user names
     INTERPLAB_CULL_TIMEOUT  seconds of inactivity before a server is stopped (3600)
+  system mode (one Unix user per student on this server; the hub runs as root):
+    INTERPLAB_UNIX_NAME     Unix name of a hub user (ilab-{username}); INTERPLAB_UID_MIN/MAX (20000/29999)
+    INTERPLAB_HOME_ROOT     students' homes (/home), mode 0700 each
+    INTERPLAB_INSTRUCTOR_ACCOUNT  the Unix account owning the course and running the formgrader (ilab-instructors)
+    INTERPLAB_SERVER_MEMORY / INTERPLAB_SERVER_CPUS  caps of every server (default: the profile's)
+    INTERPLAB_GPUS          GPU/MIG UUIDs to lease where nvidia-smi is absent (comma-separated)
+
+Unsafe combinations (the shared-user local spawner with a real login, a demo login off loopback,
+a public login without TLS, system mode without root) stop the hub at start with one line that
+says why and what to choose (``interplab.autograder.hub.spawners.refusal``).
 
 Access model: everyone logged in may use their own server only. `nbgrader-<course>` is the
 course's enrolment (the Assignments panel shows the course to its members);
@@ -22,17 +34,20 @@ import os
 import sys
 from pathlib import Path
 
-from interplab.autograder import hub_profiles
-from interplab.autograder.hub_local import (
-    DEMO_INSTRUCTOR,
-    DEMO_STUDENTS,
+from interplab.autograder.hub import profiles
+from interplab.autograder.hub.login import DEMO_INSTRUCTOR, DEMO_STUDENTS, DemoAuthenticator, demo_accounts
+from interplab.autograder.hub.spawners import (
     FORMGRADER_CONFIG,
     SINGLEUSER_CONFIG,
     CourseLocalSpawner,
-    DemoAuthenticator,
-    demo_accounts,
-    is_loopback,
+    SystemUserSpawner,
+    default_exchange,
+    ensure_account,
+    prepare_exchange,
+    refusal,
+    secure_course,
 )
+from interplab.autograder.sandbox.policy import parse_size
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -54,27 +69,28 @@ FORMGRADER_PORT = int(env("INTERPLAB_FORMGRADER_PORT", "8002"))
 DATA = Path(env("INTERPLAB_HUB_DATA", str(REPO / ".hub"))).resolve()
 COURSE = Path(env("INTERPLAB_COURSE", str(REPO / "course"))).resolve()
 COURSE_ID = env("INTERPLAB_COURSE_ID", "interplab")
-IN_CONTAINERS = SPAWNER in ("docker", "kubernetes")
-EXCHANGE = env("INTERPLAB_EXCHANGE", "/srv/nbgrader/exchange" if IN_CONTAINERS else str(COURSE / "exchange"))
+EXCHANGE = env("INTERPLAB_EXCHANGE", str(default_exchange(SPAWNER, COURSE)))
+SSL_CERT, SSL_KEY = env("INTERPLAB_SSL_CERT", ""), env("INTERPLAB_SSL_KEY", "")
+UID_MIN, UID_MAX = int(env("INTERPLAB_UID_MIN", "20000")), int(env("INTERPLAB_UID_MAX", "29999"))
 FORMGRADER = f"formgrader-{COURSE_ID}"
 FORMGRADE_GROUP = f"formgrade-{COURSE_ID}"
 STUDENT_GROUP = f"nbgrader-{COURSE_ID}"
 
-if SPAWNER not in ("local", "docker", "kubernetes", "slurm"):
-    sys.exit(f"INTERPLAB_SPAWNER={SPAWNER!r}: choose local, docker, kubernetes or slurm")
-if AUTH not in ("demo", "native", "oauth", "lti13"):
-    sys.exit(f"INTERPLAB_AUTH={AUTH!r}: choose demo, native, oauth or lti13")
-if AUTH == "demo" and not is_loopback(HUB_IP):
-    sys.exit(
-        f"refusing to start: the demo login has published passwords and the hub would listen on {HUB_IP}. "
-        "Bind to 127.0.0.1, or choose a real login with INTERPLAB_AUTH=native|oauth|lti13."
-    )
+why_not = refusal(SPAWNER, AUTH, HUB_IP, os.geteuid(), bool(SSL_CERT) or env("INTERPLAB_TLS_TERMINATED") == "1",
+                  UID_MIN, UID_MAX)
+if why_not:
+    sys.exit(why_not)
+if bool(SSL_CERT) != bool(SSL_KEY) or not all(os.access(f, os.R_OK) for f in (SSL_CERT, SSL_KEY) if f):
+    sys.exit(f"TLS needs both INTERPLAB_SSL_CERT and INTERPLAB_SSL_KEY as readable PEM files (got {SSL_CERT!r}, {SSL_KEY!r})")
 
 DATA.mkdir(parents=True, exist_ok=True)
 os.chmod(DATA, 0o700)
 
 # --- the hub, its proxy and its state ------------------------------------------------------------
-c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
+c.JupyterHub.bind_url = f"{'https' if SSL_CERT else 'http'}://{HUB_IP}:{HUB_PORT}"
+if SSL_CERT:  # the proxy serves the public port with this certificate; the hub's own API stays on loopback
+    c.JupyterHub.ssl_cert = SSL_CERT
+    c.JupyterHub.ssl_key = SSL_KEY
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{HUB_API_PORT}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
 # PostgreSQL for a real class: INTERPLAB_HUB_DB_URL=postgresql+psycopg://user@host/db (deploy/README.md)
@@ -82,8 +98,8 @@ c.JupyterHub.db_url = env("INTERPLAB_HUB_DB_URL", "sqlite:///" + str(DATA / "jup
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
 c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every student's server with the hub
-if SPAWNER in ("local", "docker", "slurm"):
-    from interplab.autograder.hub_proxy import ensure_proxy
+if SPAWNER in ("local", "system", "docker", "slurm"):
+    from interplab.autograder.hub.proxy import ensure_proxy
 
     c.ConfigurableHTTPProxy.command = [str(ensure_proxy(quiet=True))]
 
@@ -100,10 +116,13 @@ if AUTH == "demo":
     c.Authenticator.allowed_users = set(accounts)
 elif AUTH == "native":
     # NativeAuthenticator: self sign-up, an admin approves each account (or INTERPLAB_OPEN_SIGNUP=1).
-    c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+    c.JupyterHub.authenticator_class = "interplab.autograder.hub.login.CourseNativeAuthenticator"
     c.NativeAuthenticator.open_signup = env("INTERPLAB_OPEN_SIGNUP", "0") == "1"
     c.NativeAuthenticator.minimum_password_length = 10
     c.NativeAuthenticator.check_common_password = True
+    c.CourseNativeAuthenticator.course_id = COURSE_ID
+    c.CourseNativeAuthenticator.instructors = instructors
+    c.Authenticator.manage_groups = True  # approved users enrol at login (hub.login.CourseNativeAuthenticator)
     c.Authenticator.allow_all = True
 elif AUTH == "oauth":
     # The university's identity provider over OpenID Connect (Keycloak, Shibboleth's OIDC, Entra ID, ...).
@@ -121,8 +140,8 @@ elif AUTH == "oauth":
     c.GenericOAuthenticator.allowed_groups = set(_names("INTERPLAB_OAUTH_ALLOWED_GROUPS", STUDENT_GROUP + "," + FORMGRADE_GROUP))
     c.GenericOAuthenticator.admin_groups = set(_names("INTERPLAB_OAUTH_ADMIN_GROUPS"))
 elif AUTH == "lti13":
-    # An LTI 1.3 launch from the LMS; instructors by their LIS role (hub_auth.CourseLTI13Authenticator).
-    c.JupyterHub.authenticator_class = "interplab.autograder.hub_auth.CourseLTI13Authenticator"
+    # An LTI 1.3 launch from the LMS; instructors by their LIS role (hub.login.CourseLTI13Authenticator).
+    c.JupyterHub.authenticator_class = "interplab.autograder.hub.login.CourseLTI13Authenticator"
     c.CourseLTI13Authenticator.course_id = COURSE_ID
     c.LTI13Authenticator.issuer = env("INTERPLAB_LTI_ISSUER", "")
     c.LTI13Authenticator.client_id = _names("INTERPLAB_LTI_CLIENT_ID")
@@ -133,8 +152,8 @@ elif AUTH == "lti13":
     c.Authenticator.allow_all = True
 
 c.Authenticator.admin_users = set(_names("INTERPLAB_ADMINS"))
-# Groups from the environment (demo, native); OAuth and LTI manage them from their claims.
-if AUTH in ("demo", "native"):
+# Groups from the environment (demo); native, OAuth and LTI manage them at each login.
+if AUTH == "demo":
     c.JupyterHub.load_groups = {
         FORMGRADE_GROUP: {"users": instructors},
         STUDENT_GROUP: {"users": sorted(set(students) | set(instructors))},
@@ -166,6 +185,15 @@ c.JupyterHub.load_roles = [
     },
 ]
 
+# --- system mode: the instructors' account owns the course and the exchange ---------------------
+formgrader_account = None
+if SPAWNER == "system":
+    home_root = Path(env("INTERPLAB_HOME_ROOT", "/home"))
+    name = env("INTERPLAB_INSTRUCTOR_ACCOUNT", "ilab-instructors")
+    formgrader_account = ensure_account(name, UID_MIN, UID_MAX, home_root / name, "interplab instructors")
+    secure_course(COURSE, formgrader_account)
+    prepare_exchange(Path(EXCHANGE), COURSE_ID, formgrader_account)
+
 # --- services: the formgrader (instructors only) and the idle culler ----------------------------
 c.JupyterHub.services = [
     {
@@ -177,8 +205,10 @@ c.JupyterHub.services = [
         # default); a loaded 2-core machine takes longer to start a Jupyter server
         "timeout": 300,
         "cwd": str(COURSE),
+        # in system mode as the instructors' account, never as root
+        **({"user": formgrader_account.pw_name} if formgrader_account else {}),
         "command": [sys.executable, "-m", "jupyterhub.singleuser"]
-        + (["--allow-root"] if os.geteuid() == 0 else [])
+        + (["--allow-root"] if os.geteuid() == 0 and not formgrader_account else [])
         + [f"--ServerApp.root_dir={COURSE}"],
         "environment": {
             "JUPYTER_CONFIG_PATH": str(FORMGRADER_CONFIG),
@@ -228,12 +258,25 @@ if SPAWNER == "local":
     c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
     c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env("PATH", "")])
     c.Spawner.mem_limit = None
+elif SPAWNER == "system":
+    c.JupyterHub.spawner_class = SystemUserSpawner
+    c.SystemUserSpawner.unix_name_template = env("INTERPLAB_UNIX_NAME", "ilab-{username}")
+    c.SystemUserSpawner.uid_min, c.SystemUserSpawner.uid_max = UID_MIN, UID_MAX
+    c.SystemUserSpawner.home_root = env("INTERPLAB_HOME_ROOT", "/home")
+    c.SystemUserSpawner.configured_gpus = _names("INTERPLAB_GPUS")
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin:/usr/bin:/bin"])
+    try:
+        c.Spawner.mem_limit = parse_size(env("INTERPLAB_SERVER_MEMORY")) if env("INTERPLAB_SERVER_MEMORY") else None
+    except ValueError as exc:
+        sys.exit(f"INTERPLAB_SERVER_MEMORY: {exc}")
+    c.Spawner.cpu_limit = float(env("INTERPLAB_SERVER_CPUS", "0")) or None
 elif SPAWNER == "kubernetes":
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
     c.JupyterHub.hub_connect_url = env("INTERPLAB_HUB_CONNECT_URL", f"http://hub:{HUB_API_PORT}")
     c.KubeSpawner.namespace = env("INTERPLAB_K8S_NAMESPACE", "interplab")
-    c.KubeSpawner.profile_list = hub_profiles.kubespawner_profile_list(
-        cpu_image=env("INTERPLAB_IMAGE", hub_profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", hub_profiles.GPU_IMAGE)
+    c.KubeSpawner.profile_list = profiles.kubespawner_profile_list(
+        cpu_image=env("INTERPLAB_IMAGE", profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", profiles.GPU_IMAGE)
     )
     c.KubeSpawner.storage_pvc_ensure = True
     c.KubeSpawner.pvc_name_template = "claim-{username}"
@@ -269,14 +312,14 @@ elif SPAWNER == "docker":
     c.DockerSpawner.remove = True
     c.DockerSpawner.network_name = env("INTERPLAB_DOCKER_NETWORK", "bridge")
     c.DockerSpawner.extra_host_config = {"extra_hosts": {"host.docker.internal": "host-gateway"}}
-    images = dict(cpu_image=env("INTERPLAB_IMAGE", hub_profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", hub_profiles.GPU_IMAGE))
+    images = dict(cpu_image=env("INTERPLAB_IMAGE", profiles.CPU_IMAGE), gpu_image=env("INTERPLAB_GPU_IMAGE", profiles.GPU_IMAGE))
     per_profile = {}
-    for p in hub_profiles.PROFILES:
-        settings = hub_profiles.docker_settings(p, **images)
+    for p in profiles.PROFILES:
+        settings = profiles.docker_settings(p, **images)
         # the profile's host config adds the GPU request to the hub-wide one (host.docker.internal)
         settings["extra_host_config"] = {"extra_hosts": {"host.docker.internal": "host-gateway"}, **settings.get("extra_host_config", {})}
         per_profile[p.slug] = settings
-    c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(DockerSpawner, per_profile)
+    c.ProfilesSpawner.profiles = profiles.wrapped_profiles(DockerSpawner, per_profile)
 elif SPAWNER == "slurm":
     from batchspawner import SlurmSpawner
     from wrapspawner import ProfilesSpawner
@@ -299,16 +342,16 @@ elif SPAWNER == "slurm":
     c.SlurmSpawner.req_prologue = "source /etc/profile.d/interplab.sh 2>/dev/null || true"
     per_profile = {
         p.slug: {
-            **hub_profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", "")),
+            **profiles.slurm_settings(p, env("INTERPLAB_SLURM_PARTITION", ""), env("INTERPLAB_SLURM_GPU_PARTITION", "")),
             # on the compute node, reachable from the hub (ProfilesSpawner would pass on its loopback default)
             "ip": "0.0.0.0",
         }
-        for p in hub_profiles.PROFILES
+        for p in profiles.PROFILES
     }
-    c.ProfilesSpawner.profiles = hub_profiles.wrapped_profiles(SlurmSpawner, per_profile)
+    c.ProfilesSpawner.profiles = profiles.wrapped_profiles(SlurmSpawner, per_profile)
     # A server started without a menu choice (the REST API) gets the default profile, as a SLURM job:
     # wrapspawner's own fallback is a LocalProcessSpawner on the hub, as the hub's user (root).
-    default = next(p for p in hub_profiles.PROFILES if p.default)
+    default = next(p for p in profiles.PROFILES if p.default)
     c.ProfilesSpawner.child_class = SlurmSpawner
     c.ProfilesSpawner.child_config = per_profile[default.slug]
     c.Spawner.start_timeout = 600  # a queued job may wait for a node

@@ -1,4 +1,6 @@
-"""Load on the local hub: N simulated students (30 by default) at once, on loopback only.
+"""Load on the hub: N simulated students (30 by default) at once, on loopback only, with the local
+spawner (one Unix user for all) or in system mode (``--mode system``: a Unix user per student,
+created at first login, each server in its cgroups; needs root).
 
 Each student logs in through the login form, asks for their server, waits until the hub reports it
 ready, fetches the released assignment from the exchange and opens the notebook (JupyterLab's page,
@@ -6,11 +8,13 @@ then the notebook through the contents API, as the browser does). Prints success
 latency, and the memory of the hub (its own process, the proxy, all servers). Bounded in time:
 every step has a timeout and the whole run a deadline; the hub and all servers are stopped at the end.
 
-    .venv/bin/python benchmarks/hub_load.py [--students 30] [--deadline 600]
+    .venv/bin/python benchmarks/hub_load.py [--students 30] [--deadline 600] [--mode local|system]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
 import statistics
 import sys
@@ -23,7 +27,19 @@ from pathlib import Path
 import psutil
 import requests
 
-from interplab.autograder.hub_testing import TINY, api_token, login, make_tiny_course, spawn, start_hub, stop_hub
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the hub drivers the hub tests use (tests/hubtools.py)
+from hubtools import (  # noqa: E402
+    TINY,
+    api_token,
+    delete_accounts,
+    login,
+    make_tiny_course,
+    spawn,
+    start_hub,
+    stop_hub,
+    system_mode,
+)
 
 
 def student(hub, name: str, barrier: threading.Barrier, deadline: float) -> dict:
@@ -78,15 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--students", type=int, default=30)
     ap.add_argument("--deadline", type=float, default=600, help="seconds for the whole load phase")
+    ap.add_argument("--mode", choices=("local", "system"), default="local")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started in the background
     names = tuple(f"student{i:02d}" for i in range(1, args.students + 1))
-    with tempfile.TemporaryDirectory(prefix="interplab-hubload-") as tmp:
-        tmp = Path(tmp)
-        print(f"building a one-notebook course and starting the hub for {len(names)} students ...", flush=True)
+    prefix = f"ilb{os.getpid() % 100000}"  # system mode's accounts, deleted at the end
+    extra_env = {"INTERPLAB_CULL_TIMEOUT": "3600"}
+    if args.mode == "system":
+        tmp, system_env = system_mode(prefix, (63000, 63999))
+        extra_env.update(system_env)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="interplab-hubload-"))
+    try:
+        print(f"building a one-notebook course and starting the hub ({args.mode}) for {len(names)} students ...", flush=True)
         course = make_tiny_course(tmp / "course")
-        hub = start_hub(course, tmp / "data", students=names, timeout=300,
-                        extra_env={"INTERPLAB_CULL_TIMEOUT": "3600"})
+        hub = start_hub(course, tmp / "data", students=names, timeout=600, extra_env=extra_env)
         try:
             idle = memory_mib(hub)
             barrier = threading.Barrier(len(names))
@@ -99,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             print("stopping the hub and every server ...", flush=True)
             code = stop_hub(hub, timeout=180)
+    finally:
+        if args.mode == "system":
+            print(f"deleted {len(delete_accounts(prefix))} accounts", flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     ok = [r for r in results if r["ok"]]
     spawns = [r["spawn_s"] for r in results if "spawn_s" in r]
-    print(f"\nhub load: {len(names)} students at once on {psutil.cpu_count()} cores, loopback")
+    print(f"\nhub load ({args.mode} spawner): {len(names)} students at once on {psutil.cpu_count()} cores, loopback")
     print(f"successes: {len(ok)}/{len(names)} (login, spawn, fetch, open notebook) in {wall:.1f} s wall")
     if spawns:
         print(f"spawn latency: p50 {percentile(spawns, 0.5):.1f} s, p95 {percentile(spawns, 0.95):.1f} s, max {max(spawns):.1f} s")

@@ -31,8 +31,8 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # The exchange `make hub` uses (release, fetch, submit, collect); nbgrader run by hand here shares it.
 c.Exchange.root = os.environ.get("INTERPLAB_EXCHANGE", os.path.join(here, "exchange"))
 # Collect from per-student inboxes too (containers: one Unix user for everybody), refusing a
-# submission whose name claims another student than its inbox (autograder/hub_exchange.py).
-c.ExchangeFactory.collect = "interplab.autograder.hub_exchange.PerStudentInboxCollect"
+# submission whose name claims another student than its inbox (autograder/hub/exchange.py).
+c.ExchangeFactory.collect = "interplab.autograder.hub.exchange.PerStudentInboxCollect"
 
 c.Autograde.autograde_preprocessors = [
     ReplayExecution,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the platform uses on this machine, installed only when missing (Debian/Ubuntu, as root):
 #   bubblewrap, util-linux  the grading sandbox (autograder/sandbox/)
-#   nodejs, npm             configurable-http-proxy for the hub (installed by autograder/hub_proxy.py)
+#   nodejs, npm             configurable-http-proxy for the hub (installed by autograder/hub/proxy.py)
 #   chromium, chromium-driver  the browser test (tests/test_browser.py)
 #   slurm-wlm, munge, sudo  a one-node SLURM cluster the tests start (tests/test_slurm.py); BatchSpawner
 #                           submits a student's server with `sudo -u <student> sbatch`
@@ -31,7 +31,7 @@ else
   echo "WARNING: missing system packages (install them as root): ${need[*]}"
 fi
 # configurable-http-proxy from its lock file into the git-ignored .venv/hub-proxy (the hub does the
-# same on first start: autograder/hub_proxy.py; both skip it when the installed lock matches)
+# same on first start: autograder/hub/proxy.py; both skip it when the installed lock matches)
 cd "$(dirname "$0")/.."
 if command -v npm >/dev/null && { ! cmp -s deploy/hub-proxy/package-lock.json .venv/hub-proxy/package-lock.json \
      || [ ! -x .venv/hub-proxy/node_modules/.bin/configurable-http-proxy ]; }; then

@@ -23,12 +23,11 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from interplab.autograder.hub_testing import login
-
 from conftest import read_csv
+from hubtools import login
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["interplab.autograder.hub_pytest"]  # the session's hub, chromium, browser
+pytest_plugins = ["hub_fixtures"]  # the session's hub, chromium, browser
 
 STUDENT = "carol"
 ROW_NORMS = "def row_norms(x): return np.sqrt((x ** 2).sum(axis=1))"

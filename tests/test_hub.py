@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import requests
 
-from interplab.autograder.hub_pytest import assert_all_gone, descendants
-from interplab.autograder.hub_testing import api_token, login, spawn, start_hub, stop_hub
+from hub_fixtures import assert_all_gone, descendants
+from hubtools import api_token, login, spawn, start_hub, stop_hub
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["interplab.autograder.hub_pytest"]  # the session's hub (`course_hub`)
+pytest_plugins = ["hub_fixtures"]  # the session's hub (`course_hub`)
 
 # (method, hub API path, status): each needs admin, or scopes no student has. On another user's
 # resources JupyterHub answers 404 "No access to resources or resources not found" rather than

@@ -31,7 +31,7 @@ def collect(course: Path, exchange: Path) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "nbgrader", "collect", "mini", "--update",
          f"--Exchange.root={exchange}", f"--CourseDirectory.root={course}",
          "--CourseDirectory.course_id=interplab",
-         "--ExchangeFactory.collect=interplab.autograder.hub_exchange.PerStudentInboxCollect"],
+         "--ExchangeFactory.collect=interplab.autograder.hub.exchange.PerStudentInboxCollect"],
         cwd=course, env=env, capture_output=True, text=True, timeout=300,
     )
 

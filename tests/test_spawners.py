@@ -20,8 +20,9 @@ import yaml
 from jupyterhub import orm
 from jupyterhub.app import JupyterHub
 
-from interplab.autograder import hub_profiles
-from interplab.autograder.hub_local import SINGLEUSER_CONFIG, CourseLocalSpawner, DemoAuthenticator
+from interplab.autograder.hub import profiles
+from interplab.autograder.hub.login import DemoAuthenticator
+from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner
 
 pytestmark = pytest.mark.slow  # each test initialises a whole JupyterHub (a few seconds)
 
@@ -70,7 +71,7 @@ def hub_spawner(user: str = "alice"):
 
 
 def test_profiles_are_defined_once_with_the_course_resources():
-    cpu, gpu = hub_profiles.PROFILES
+    cpu, gpu = profiles.PROFILES
     assert (cpu.slug, cpu.cpu, cpu.mem_gib, cpu.gpus, cpu.default) == ("cpu", 2, 4, 0, True)
     assert (gpu.slug, gpu.cpu, gpu.mem_gib, gpu.gpus) == ("gpu", 8, 32, 1)
     assert gpu.node_selector and gpu.tolerations[0]["key"] == "nvidia.com/gpu"
@@ -124,7 +125,7 @@ def test_kubernetes_pods_follow_the_profiles(hub_env, monkeypatch):
 
     gpu = pod_for(spawner, "gpu")
     container = gpu.spec.containers[0]
-    assert container.image == hub_profiles.GPU_IMAGE
+    assert container.image == profiles.GPU_IMAGE
     assert container.resources.limits == {"cpu": 8.0, "memory": 32 * GIB, "nvidia.com/gpu": "1"}
     assert container.resources.requests == {"cpu": 8.0, "memory": 32 * GIB, "nvidia.com/gpu": "1"}
     assert gpu.spec.node_selector == {"interplab.org/accelerator": "nvidia-gpu"}
@@ -133,7 +134,7 @@ def test_kubernetes_pods_follow_the_profiles(hub_env, monkeypatch):
     _, spawner = hub_spawner("bob")
     cpu = pod_for(spawner, "cpu")
     container = cpu.spec.containers[0]
-    assert container.image == hub_profiles.CPU_IMAGE
+    assert container.image == profiles.CPU_IMAGE
     assert container.resources.limits == {"cpu": 2.0, "memory": 4 * GIB}
     assert not cpu.spec.node_selector and not cpu.spec.tolerations
     # the exchange: the course's outbound read-only, an inbox of bob's own behind inbound/
@@ -217,7 +218,7 @@ def test_docker_containers_follow_the_profiles(hub_env, monkeypatch, docker_engi
     assert isinstance(child, DockerSpawner)
     path, body = requests[-1]
     assert path.endswith("/containers/create?name=" + child.container_name)
-    assert body["Image"] == hub_profiles.GPU_IMAGE
+    assert body["Image"] == profiles.GPU_IMAGE
     host = body["HostConfig"]
     assert host["Memory"] == 32 * GIB
     assert host["CpuQuota"] == 8 * host["CpuPeriod"]
@@ -232,7 +233,7 @@ def test_docker_containers_follow_the_profiles(hub_env, monkeypatch, docker_engi
     _, spawner = hub_spawner("bob")
     docker_create_request(spawner, "cpu")
     _, body = requests[-1]
-    assert body["Image"] == hub_profiles.CPU_IMAGE
+    assert body["Image"] == profiles.CPU_IMAGE
     assert body["HostConfig"]["Memory"] == 4 * GIB
     assert body["HostConfig"]["CpuQuota"] == 2 * body["HostConfig"]["CpuPeriod"]
     assert not body["HostConfig"].get("DeviceRequests")
@@ -279,5 +280,5 @@ def test_slurm_batch_scripts_follow_the_profiles(hub_env, monkeypatch):
 
 def test_helm_values_carry_the_same_profiles():
     values = yaml.safe_load((REPO / "deploy" / "values.yaml").read_text())
-    assert values["singleuser"]["profileList"] == hub_profiles.kubespawner_profile_list()
+    assert values["singleuser"]["profileList"] == profiles.kubespawner_profile_list()
     assert values["cull"]["enabled"] is True

@@ -35,7 +35,7 @@ from interplab.checking import decode
 from conftest import REPO, edit_solution, interplab, tool_env
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["interplab.autograder.hub_pytest"]  # chromium, browser
+pytest_plugins = ["hub_fixtures"]  # chromium, browser
 
 ATTACKER, HONEST = "attacker", "dtype"
 

@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from interplab import workspace
-from interplab.autograder.hub_testing import free_port
 
 from conftest import REPO, TEST_ASSIGNMENTS, interplab, make_course, tool_env
+from hubtools import free_port
 
 pytestmark = pytest.mark.slow
 

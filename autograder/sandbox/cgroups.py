@@ -19,12 +19,15 @@ from typing import Any
 
 from .policy import SandboxPolicy
 
+CPU_PERIOD_US = 100_000  # the CFS period a CPU quota is a fraction of (the kernel's default)
+
 
 @dataclass(frozen=True)
 class CgroupKind:
     version: int                      # 1 or 2
     memory: Path | None               # the directory new memory cgroups go under
     pids: Path | None                 # the directory new pids cgroups go under (v1; same as memory on v2)
+    cpu: Path | None = None           # the directory new cpu cgroups go under (only the hub's servers use it)
 
 
 def _own_cgroup_paths() -> dict[str, str]:
@@ -46,7 +49,7 @@ def _cgroup_mounts() -> dict[str, Path]:
             mounts.setdefault("", Path(parts[1]))
         elif parts[2] == "cgroup":
             for option in parts[3].split(","):
-                if option in ("memory", "pids"):
+                if option in ("memory", "pids", "cpu"):
                     mounts[option] = Path(parts[1])
     return mounts
 
@@ -76,9 +79,12 @@ def probe_cgroups() -> CgroupKind | None:
         memory = memory / own.get("memory", "/").lstrip("/") if memory else None
         pids = mounts.get("pids")
         pids = pids / own.get("pids", "/").lstrip("/") if pids else None
+        cpu = mounts.get("cpu")
+        cpu = cpu / own.get("cpu", "/").lstrip("/") if cpu else None
         memory = memory if memory and _writable_parent(memory) else None
         pids = pids if pids and _writable_parent(pids) else None
-        return CgroupKind(1, memory, pids) if memory or pids else None
+        cpu = cpu if cpu and _writable_parent(cpu) else None
+        return CgroupKind(1, memory, pids, cpu) if memory or pids else None
     if "" in mounts:  # v2: a child of our own cgroup, if memory and pids are delegated to it
         base = mounts[""] / own.get("", "/").lstrip("/")
         try:
@@ -87,7 +93,8 @@ def probe_cgroups() -> CgroupKind | None:
             return None
         if not _writable_parent(base):
             return None
-        return CgroupKind(2, base if "memory" in enabled else None, base if "pids" in enabled else None)
+        return CgroupKind(2, base if "memory" in enabled else None, base if "pids" in enabled else None,
+                          base if "cpu" in enabled else None)
     return None
 
 
@@ -98,13 +105,18 @@ class Cgroups:
 
     def __init__(self, kind: CgroupKind, name: str):
         self.kind = kind
+        self.name = name
         self.dirs: dict[str, Path] = {}
         if kind.memory:
             self.dirs["memory"] = kind.memory / name
         if kind.pids and (kind.version == 1 or "memory" not in self.dirs):
             self.dirs["pids"] = kind.pids / name
 
-    def create(self, policy: SandboxPolicy) -> None:
+    def create(self, policy: SandboxPolicy, cpus: float | None = None) -> None:
+        """Create the cgroups with the policy's memory and process caps, and a CPU quota of ``cpus``
+        cores where given and the cpu controller is available (``enforced`` says what is)."""
+        if cpus is not None and self.kind.cpu and self.kind.version == 1:
+            self.dirs["cpu"] = self.kind.cpu / self.name
         self.destroy()  # a stale one from a crashed grader
         for controller, path in self.dirs.items():
             path.mkdir()
@@ -121,6 +133,17 @@ class Cgroups:
                 _write(path / "memory.swap.max", 0, missing_ok=True)
             if self.kind.pids:
                 _write(path / "pids.max", policy.max_processes)
+            if cpus is not None and self.kind.cpu:
+                _write(path / "cpu.max", f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        if cpus is not None and "cpu" in self.dirs:
+            _write(self.dirs["cpu"] / "cpu.cfs_period_us", CPU_PERIOD_US)
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", int(cpus * CPU_PERIOD_US))
+
+    def enforced(self, cpus: float | None = None) -> list[str]:
+        """The limits these cgroups enforce, in words (for the log, as the grading banner says it)."""
+        found = [name for name, on in (("memory", "memory" in self.dirs), ("processes", bool(self.kind.pids)),
+                                       ("cpu", cpus is not None and bool(self.kind.cpu))) if on]
+        return [f"{name} (cgroup v{self.kind.version})" for name in found]
 
     @property
     def procs_files(self) -> list[Path]:

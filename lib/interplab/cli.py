@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             from interplab.runner import progress_command
             return progress_command(args)
         if args.command == "hub":
-            from interplab.autograder.hub import hub_command
+            from interplab.autograder.hub.command import hub_command
             return hub_command(args)
         if args.command == "secret":
             from interplab.autograder.course import Course

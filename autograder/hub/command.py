@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import psutil
 
-from interplab.autograder.hub_local import DEMO_INSTRUCTOR, DEMO_STUDENTS, demo_accounts
-from interplab.autograder.hub_proxy import ensure_proxy
+from interplab.autograder.hub.login import DEMO_INSTRUCTOR, DEMO_STUDENTS, demo_accounts
+from interplab.autograder.hub.proxy import ensure_proxy
+from interplab.autograder.hub.spawners import default_exchange
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "jupyterhub_config.py"
 COURSE_ID_DEFAULT = "interplab"
 
@@ -40,7 +42,7 @@ def hub_env(course: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("INTERPLAB_COURSE", str(course))
     env.setdefault("INTERPLAB_HUB_DATA", str(REPO / ".hub"))
     env.setdefault("INTERPLAB_COURSE_ID", COURSE_ID_DEFAULT)
-    env.setdefault("INTERPLAB_EXCHANGE", str(Path(env["INTERPLAB_COURSE"]) / "exchange"))
+    env.setdefault("INTERPLAB_EXCHANGE", str(default_exchange(env.get("INTERPLAB_SPAWNER", "local"), Path(env["INTERPLAB_COURSE"]))))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return env
@@ -129,12 +131,15 @@ def fingerprint(folder: Path) -> str:
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    # This polls our own hub on this machine: whether its certificate names the address we poll
+    # (a public name, 0.0.0.0) does not matter here; browsers check it.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the hub exited during start-up (exit {proc.returncode}); see its log above")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -178,7 +183,7 @@ def hub_command(args: argparse.Namespace) -> int:
     data.mkdir(parents=True, exist_ok=True)
     ip = env.get("INTERPLAB_HUB_IP", "127.0.0.1")
     port = env.get("INTERPLAB_HUB_PORT", "8000")
-    url = f"http://{ip}:{port}"
+    url = f"{'https' if env.get('INTERPLAB_SSL_CERT') else 'http'}://{ip}:{port}"
 
     # Its own session: Ctrl-C reaches only this command, which then asks the hub to stop exactly
     # once (a second SIGINT would interrupt JupyterHub's own clean shutdown).
@@ -198,16 +203,17 @@ def hub_command(args: argparse.Namespace) -> int:
             accounts = demo_accounts(data, tuple(students) or DEMO_STUDENTS)
             width = max(map(len, accounts))
             lines = [f"  {name:<{width}}  {pw}   ({'instructor' if name == DEMO_INSTRUCTOR else 'student'})" for name, pw in accounts.items()]
-            print(
-                f"\nInterpLab hub ready: {url}\n"
-                f"assignments in the exchange: {', '.join(assignments) or 'none'}\n"
-                "demo accounts (name, password):\n" + "\n".join(lines) + "\n"
-                f"instructors grade at {url}/services/formgrader-{env['INTERPLAB_COURSE_ID']}/formgrader\n"
-                "Ctrl-C stops the hub and every server.\n",
-                flush=True,
-            )
+            accounts_text = "demo accounts (name, password):\n" + "\n".join(lines) + "\n"
         else:
-            print(f"\nInterpLab hub ready: {url}\n", flush=True)
+            accounts_text = f"{env['INTERPLAB_AUTH']} login: accounts as its deploy/README.md section says\n"
+        print(
+            f"\nInterpLab hub ready: {url}\n"
+            f"assignments in the exchange: {', '.join(assignments) or 'none'}\n"
+            + accounts_text
+            + f"instructors grade at {url}/services/formgrader-{env['INTERPLAB_COURSE_ID']}/formgrader\n"
+            "Ctrl-C stops the hub and every server.\n",
+            flush=True,
+        )
         return proc.wait()
     except KeyboardInterrupt:
         _log("stopping the hub and every server ...")

@@ -16,7 +16,7 @@ holds a link or anything else ``check_submission_tree`` refuses, or whose studen
 name, is refused with an error in the log (nbgrader's copy would follow a symbolic link, as root,
 to any file on the host). The copy is made from a private snapshot taken without following links
 and checked again, so swapping a file for a link during the collect gains nothing. Select it in the
-formgrader's nbgrader config: ``c.ExchangeFactory.collect = "interplab.autograder.hub_exchange.PerStudentInboxCollect"``.
+formgrader's nbgrader config: ``c.ExchangeFactory.collect = "interplab.autograder.hub.exchange.PerStudentInboxCollect"``.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``ensure_proxy()`` runs ``npm ci`` from the lock file in deploy/hub-proxy into the git-ignored
 ``.venv/hub-proxy/`` the first time it is needed (``interplab hub``, the hub tests, the load
 benchmark), so a fresh clone needs nothing but node and npm. ``python -m
-interplab.autograder.hub_proxy`` does the same from a Makefile's install step.
+interplab.autograder.hub.proxy`` does the same from a Makefile's install step.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOCK_DIR = REPO / "deploy" / "hub-proxy"
 INSTALL_DIR = REPO / ".venv" / "hub-proxy"
 BINARY = INSTALL_DIR / "node_modules" / ".bin" / "configurable-http-proxy"

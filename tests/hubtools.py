@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,18 +123,55 @@ def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None,
         [sys.executable, "-m", "interplab.cli", "hub", "--course", str(course)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    hub = Hub(f"http://127.0.0.1:{port}", data, Path(course), Path(env["INTERPLAB_EXCHANGE"]), env, proc, log_path)
+    scheme = "https" if env.get("INTERPLAB_SSL_CERT") else "http"
+    hub = Hub(f"{scheme}://127.0.0.1:{port}", data, Path(course), Path(env["INTERPLAB_EXCHANGE"]), env, proc, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = hub.log()
         if "Ctrl-C stops the hub" in text:
-            hub.accounts = json.loads((data / "demo-accounts.json").read_text())
+            if env.get("INTERPLAB_AUTH", "demo") == "demo":
+                hub.accounts = json.loads((data / "demo-accounts.json").read_text())
             return hub
         if proc.poll() is not None:
             raise RuntimeError(f"interplab hub exited ({proc.returncode}):\n{text[-5000:]}")
         time.sleep(0.3)
     stop_hub(hub)
     raise RuntimeError(f"interplab hub not ready in {timeout} s:\n{hub.log()[-5000:]}")
+
+
+def system_mode(prefix: str, uids: tuple[int, int] = (62000, 62999)) -> tuple[Path, dict[str, str]]:
+    """A folder students may traverse (pytest's and tempfile's own are root's alone) and the hub
+    environment of ``INTERPLAB_SPAWNER=system`` in it: accounts ``<prefix>-<name>`` with uids in
+    ``uids`` (a range no other test uses), homes and the exchange inside the folder."""
+    base = Path(tempfile.mkdtemp(prefix="interplab-hubsys-", dir="/tmp"))
+    base.chmod(0o711)
+    (base / "home").mkdir(mode=0o755)
+    env = {
+        "INTERPLAB_SPAWNER": "system", "INTERPLAB_UNIX_NAME": prefix + "-{username}",
+        "INTERPLAB_INSTRUCTOR_ACCOUNT": prefix + "-instructors",
+        "INTERPLAB_UID_MIN": str(uids[0]), "INTERPLAB_UID_MAX": str(uids[1]),
+        "INTERPLAB_HOME_ROOT": str(base / "home"), "INTERPLAB_EXCHANGE": str(base / "exchange"),
+    }
+    return base, env
+
+
+def delete_accounts(prefix: str) -> list[str]:
+    """Delete the Unix accounts ``<prefix>-*`` that system mode created (their processes first)."""
+    import pwd
+
+    from interplab.autograder.sandbox.cgroups import kill_pid, pids_of_uid
+
+    deleted = []
+    for account in pwd.getpwall():
+        if account.pw_name.startswith(prefix + "-"):
+            for pid in pids_of_uid(account.pw_uid):  # only this run's accounts own processes with these uids
+                kill_pid(pid)
+            for _ in range(20):  # userdel refuses while a killed process is still exiting
+                if subprocess.run(["userdel", account.pw_name], capture_output=True).returncode != 8:
+                    break
+                time.sleep(0.5)
+            deleted.append(account.pw_name)
+    return deleted
 
 
 def stop_hub(hub: Hub, timeout: float = 60) -> int:
@@ -165,6 +204,24 @@ def login(hub: Hub, name: str, password: str | None = None) -> requests.Session:
     return s
 
 
+def sign_up(hub: Hub, name: str, password: str) -> str:
+    """The native login's sign-up form, as a person fills it in; returns the page's message."""
+    s = requests.Session()
+    r = s.get(f"{hub.url}/hub/signup", timeout=30)
+    r.raise_for_status()
+    xsrf = s.cookies.get("_xsrf") or re.search(r'name="_xsrf" value="([^"]+)"', r.text).group(1)
+    r = s.post(f"{hub.url}/hub/signup", timeout=60, data={
+        "username": name, "signup_password": password, "signup_password_confirmation": password, "_xsrf": xsrf})
+    r.raise_for_status()
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.text))
+
+
+def approve(hub: Hub, admin: requests.Session, name: str) -> None:
+    """An admin approves a signed-up account on the native login's authorization page."""
+    r = admin.get(f"{hub.url}/hub/authorize/{name}", timeout=30)
+    r.raise_for_status()
+
+
 def api_token(hub: Hub, session: requests.Session, name: str) -> str:
     """An API token of ``name``'s own, made with its logged-in session (same permissions as the user)."""
     r = session.post(f"{hub.url}/hub/api/users/{name}/tokens", json={"note": "test", "expires_in": 3600}, timeout=30)
@@ -188,6 +245,53 @@ def spawn(hub: Hub, token: str, name: str, timeout: float = 120) -> float:
             raise RuntimeError(f"spawn of {name} failed after {time.monotonic() - t0:.0f} s")
         time.sleep(0.25)
     raise RuntimeError(f"server of {name} not ready in {timeout} s")
+
+
+class Kernel:
+    """A real kernel in a user's server, driven over Jupyter's websocket protocol (as JupyterLab does)."""
+
+    def __init__(self, hub: Hub, token: str, name: str):
+        import websocket  # websocket-client, a dependency of selenium (the test extra)
+
+        self.headers = {"Authorization": f"token {token}"}
+        r = requests.post(f"{hub.url}/user/{name}/api/kernels", headers=self.headers, json={}, timeout=120)
+        r.raise_for_status()
+        self.id = r.json()["id"]
+        ws_url = hub.url.replace("http", "ws", 1) + f"/user/{name}/api/kernels/{self.id}/channels"
+        self.ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=120,
+                                              sslopt={"ca_certs": os.environ.get("REQUESTS_CA_BUNDLE")})
+        self.session = uuid.uuid4().hex
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        """stdout and stderr of ``code``, then ``ename: evalue`` if it raised; ``KERNEL DIED`` if the
+        kernel died (the server restarts it)."""
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": "execute_request",
+                       "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(self.ws.recv())
+            kind = msg.get("msg_type") or msg["header"]["msg_type"]
+            if kind == "status" and msg["content"].get("execution_state") in ("restarting", "dead"):
+                return "KERNEL DIED"
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if kind == "stream":
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                out.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+            elif kind == "execute_reply":
+                return "".join(out)
+        raise TimeoutError(f"no reply to {code[:60]!r} in {timeout} s")
+
+    def close(self) -> None:
+        self.ws.close()
 
 
 def stop_server(hub: Hub, token: str, name: str, timeout: float = 60) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import psutil
 import pytest
 
-from interplab.autograder.hub_testing import Hub, start_hub, stop_hub
+from hubtools import Hub, start_hub, stop_hub
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

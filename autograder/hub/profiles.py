@@ -131,3 +131,53 @@ def slurm_settings(profile: Profile, partition: str = "", gpu_partition: str = "
 def wrapped_profiles(spawner_class: type, per_profile: dict[str, dict[str, Any]]) -> list[tuple]:
     """wrapspawner ProfilesSpawner ``profiles``: (display name, key, spawner class, its settings)."""
     return [(p.display_name, p.slug, spawner_class, per_profile[p.slug]) for p in PROFILES]
+
+
+class NoGpuFree(RuntimeError):
+    """Every GPU of the inventory is leased; the message is what the student reads."""
+
+
+def gpu_inventory(configured: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The devices a GPU profile may lease on this machine: the UUIDs ``nvidia-smi -L`` lists (a GPU
+    split into MIG devices offers those instead of itself), else the configured ones."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return tuple(configured)
+    listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    devices: list[str] = []
+    for line in listing.splitlines():
+        uuid = line.rsplit("UUID: ", 1)[-1].rstrip(")").strip() if "UUID: " in line else ""
+        if not uuid:
+            continue
+        if uuid.startswith("MIG-") and devices and devices[-1].startswith("GPU-"):
+            devices.pop()  # the parent GPU is handed out as its MIG devices
+        devices.append(uuid)
+    return tuple(devices) or tuple(configured)
+
+
+class GpuLeases:
+    """Whole GPUs (or MIG devices) leased to one server at a time; the hub holds one of these."""
+
+    def __init__(self, devices: tuple[str, ...]):
+        self.devices = devices
+        self.holders: dict[str, str] = {}  # device -> the server holding it
+
+    def lease(self, server: str, count: int) -> list[str]:
+        """``count`` free devices for ``server`` (its earlier lease first), or :class:`NoGpuFree` at once."""
+        self.release(server)
+        free = [d for d in self.devices if d not in self.holders]
+        if len(free) < count:
+            raise NoGpuFree(
+                f"no GPU is free: {len(self.holders)} of {len(self.devices)} are in use by other servers. "
+                "Start the CPU profile now, or try the GPU profile again later."
+            )
+        for device in free[:count]:
+            self.holders[device] = server
+        return free[:count]
+
+    def release(self, server: str) -> None:
+        for device in [d for d, holder in self.holders.items() if holder == server]:
+            del self.holders[device]

@@ -1,0 +1,277 @@
+"""Where a student's server runs, and which combinations of spawner and login may start at all.
+
+``CourseLocalSpawner`` runs every student's server as the hub's own Unix user, with HOME under the
+hub's data directory. nbgrader's exchange would then see one Unix user for everyone (its
+``get_username`` reads the process owner), so the server's nbgrader config
+(deploy/singleuser/nbgrader_config.py) sets ``CourseDirectory.student_id`` from JUPYTERHUB_USER,
+the identity the hub vouches for. That keeps submissions apart; it is no isolation between
+students (they share a Unix user), which is why ``refusal`` lets it run only with the demo login
+on loopback.
+
+``SystemUserSpawner`` is a class on one server (``INTERPLAB_SPAWNER=system``): each student's
+server runs as a Unix user of its own, created on first login (``unix_name_template``, uids from
+``uid_min``-``uid_max``, home 0700), in cgroups that cap its memory, processes and CPU (the grading
+sandbox's cgroups, v1 or v2; the log says what is enforced), with the GPUs of a GPU profile leased
+to it alone (``CUDA_VISIBLE_DEVICES``) until it stops. The course directory, the instructor store
+and the gradebook belong to the instructors' account (``secure_course``), which also runs the
+formgrader and owns nbgrader's exchange, whose own modes keep outbound read-only and inbound
+write-only for students.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import subprocess
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
+from tornado import web
+from traitlets import Integer, List, Unicode, default
+
+from interplab.autograder.hub import profiles
+from interplab.autograder.hub.login import is_loopback
+from interplab.autograder.sandbox.cgroups import Cgroups, probe_cgroups
+from interplab.autograder.sandbox.policy import SandboxPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+SINGLEUSER_CONFIG = REPO / "deploy" / "singleuser"
+FORMGRADER_CONFIG = REPO / "deploy" / "formgrader"
+
+SPAWNERS = ("local", "system", "docker", "kubernetes", "slurm")
+LOGINS = ("demo", "native", "oauth", "lti13")
+# useradd's portable names: lower case, digits, _ and -, at most 32 characters
+UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def default_exchange(spawner: str, course: Path) -> Path:
+    """nbgrader's exchange root unless INTERPLAB_EXCHANGE says otherwise: beside the course for the
+    local demo; a shared folder where servers are containers or the course is closed to students."""
+    return Path("/srv/nbgrader/exchange") if spawner in ("docker", "kubernetes", "system") else Path(course) / "exchange"
+
+
+def refusal(spawner: str, auth: str, host: str, euid: int, tls: bool, uid_min: int, uid_max: int) -> str | None:
+    """Why the hub must not start with this configuration (one line: what is wrong, what to
+    choose), or None. Every rule of which combination is safe lives here."""
+    if spawner not in SPAWNERS:
+        return f"INTERPLAB_SPAWNER={spawner!r}: choose {', '.join(SPAWNERS)}"
+    if auth not in LOGINS:
+        return f"INTERPLAB_AUTH={auth!r}: choose {', '.join(LOGINS)}"
+    if auth == "demo" and not is_loopback(host):
+        return (f"refusing to start: the demo login has published passwords and the hub would listen on {host}. "
+                "Bind to 127.0.0.1, or choose a real login with INTERPLAB_AUTH=native|oauth|lti13.")
+    if spawner == "local" and auth != "demo":
+        return ("refusing to start: INTERPLAB_SPAWNER=local runs every student's server as the hub's own Unix user "
+                f"(uid {euid}), so it serves only the demo login on loopback. For a class on one server choose "
+                "INTERPLAB_SPAWNER=system (one Unix user per student), or docker, kubernetes or slurm.")
+    if spawner == "system":
+        if euid != 0:
+            return ("refusing to start: INTERPLAB_SPAWNER=system creates a Unix user per student and starts "
+                    "servers as them, which needs the hub to run as root (sudo interplab hub).")
+        if not 1000 <= uid_min <= uid_max:
+            return (f"refusing to start: the students' uid range {uid_min}-{uid_max} must lie at or above 1000 "
+                    "(never root, never a system account): set INTERPLAB_UID_MIN and INTERPLAB_UID_MAX.")
+    if auth != "demo" and not is_loopback(host) and not tls:
+        return (f"refusing to start: a public hub ({host}) without TLS sends passwords in clear. Set "
+                "INTERPLAB_SSL_CERT and INTERPLAB_SSL_KEY (deploy/README.md: TLS), or INTERPLAB_TLS_TERMINATED=1 "
+                "behind a proxy that terminates TLS.")
+    return None
+
+
+class CourseLocalSpawner(SimpleLocalProcessSpawner):
+    """A local process per student, as the hub's Unix user, HOME = ``<data>/home/<name>``."""
+
+    home_dir_template = Unicode("/tmp/interplab-home/{username}", config=True, help="HOME of each server")
+
+    def make_preexec_fn(self, name):
+        home = self.home_dir
+
+        def preexec() -> None:
+            os.makedirs(home, 0o700, exist_ok=True)
+            os.chdir(home)
+
+        return preexec
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        # The hub's own config dirs must not leak in; the course's single-user config must.
+        env["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
+        env["JUPYTER_CONFIG_DIR"] = os.path.join(self.home_dir, ".jupyter")
+        env["JUPYTER_DATA_DIR"] = os.path.join(self.home_dir, ".local", "share", "jupyter")
+        env["JUPYTER_RUNTIME_DIR"] = os.path.join(self.home_dir, ".local", "share", "jupyter", "runtime")
+        env["IPYTHONDIR"] = os.path.join(self.home_dir, ".ipython")
+        return env
+
+
+class AccountError(RuntimeError):
+    """A Unix account could not be made or is unsafe to use; the message says which and why."""
+
+
+def ensure_account(name: str, uid_min: int, uid_max: int, home: Path, comment: str) -> pwd.struct_passwd:
+    """The Unix account ``name``, created with the lowest free uid of the range and a home of
+    mode 0700 if it does not exist. An existing account outside the range (root, a system
+    account, someone else's) is refused, never reused."""
+    if not UNIX_NAME.fullmatch(name):
+        raise AccountError(f"{name!r} is not a valid Unix user name (a-z, 0-9, _ and -, at most 32): "
+                           "change the hub user's name or INTERPLAB_UNIX_NAME")
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        taken = {p.pw_uid for p in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
+        uid = next((u for u in range(uid_min, uid_max + 1) if u not in taken), None)
+        if uid is None:
+            raise AccountError(f"no free uid left in {uid_min}-{uid_max} for {name}: widen INTERPLAB_UID_MIN/MAX")
+        proc = subprocess.run(["useradd", "--uid", str(uid), "--user-group", "--no-create-home", "--home-dir",
+                               str(home), "--shell", "/bin/bash", "--comment", comment, name],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 and "already exists" not in proc.stderr:  # a concurrent first login made it
+            raise AccountError(f"useradd {name} failed: {proc.stderr.strip()}")
+        account = pwd.getpwnam(name)
+    if not uid_min <= account.pw_uid <= uid_max:
+        raise AccountError(f"the Unix user {name} exists with uid {account.pw_uid}, outside the students' range "
+                           f"{uid_min}-{uid_max}: refusing to start anything as it")
+    home = Path(account.pw_dir)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chown(home, account.pw_uid, account.pw_gid)
+    home.chmod(0o700)
+    return account
+
+
+def secure_course(course: Path, account: pwd.struct_passwd) -> None:
+    """The course directory (with the instructor store and the gradebook in it) owned by the
+    instructors' account and closed to everyone else."""
+    for root, dirs, files in os.walk(course):
+        for name in [root, *(os.path.join(root, f) for f in dirs + files)]:
+            os.lchown(name, account.pw_uid, account.pw_gid)
+    course.chmod(0o700)
+
+
+def prepare_exchange(exchange: Path, course_id: str, account: pwd.struct_passwd) -> None:
+    """The exchange root as nbgrader documents it (writable by all, sticky: nobody removes another's
+    entries); its course folder is the instructors' account's, where nbgrader's release made
+    ``outbound`` 0755, ``inbound`` 0733 (write-only) and ``feedback`` 0711 (by hash)."""
+    exchange.mkdir(parents=True, exist_ok=True)
+    exchange.chmod(0o1777)
+    course_dir = exchange / course_id
+    course_dir.mkdir(exist_ok=True)
+    for path in [course_dir, *course_dir.rglob("*")]:
+        os.lchown(path, account.pw_uid, account.pw_gid)
+    course_dir.chmod(0o755)
+
+
+class SystemUserSpawner(LocalProcessSpawner):
+    """Each student's server as a Unix user of its own, in cgroups, with leased GPUs."""
+
+    unix_name_template = Unicode("ilab-{username}", config=True,
+                                 help="the Unix name of a hub user; {username} is the hub's name")
+    uid_min = Integer(62000, config=True, help="lowest uid given to a student's account")
+    uid_max = Integer(62999, config=True, help="highest uid given to a student's account")
+    home_root = Unicode("/home", config=True, help="students' homes are <home_root>/<unix name>, mode 0700")
+    max_processes = Integer(512, config=True, help="processes and threads of one server (cgroup pids.max)")
+    configured_gpus = List(Unicode(), config=True,
+                           help="GPU or MIG UUIDs to lease where nvidia-smi is absent")
+
+    _leases: profiles.GpuLeases | None = None  # one inventory per hub process, shared by every server
+
+    def _options_form_default(self) -> str:
+        choices = "".join(
+            f'<label><input type="radio" name="profile" value="{p.slug}"{" checked" if p.default else ""}> '
+            f"{p.display_name}: {p.description}</label><br>" for p in profiles.PROFILES)
+        return f"<div>{choices}</div>"
+
+    @default("apply_user_options")
+    def _check_the_profile(self):
+        # the profile is read at start; asking for an unknown one is an HTTP 400 before anything starts
+        return lambda spawner, options: spawner.profile
+
+    def options_from_form(self, form_data: dict) -> dict:
+        return {"profile": form_data.get("profile", [""])[0]}
+
+    @property
+    def unix_name(self) -> str:
+        return self.unix_name_template.format(username=self.user.name)
+
+    @property
+    def profile(self) -> profiles.Profile:
+        slug = (self.user_options or {}).get("profile") or next(p.slug for p in profiles.PROFILES if p.default)
+        for p in profiles.PROFILES:
+            if p.slug == slug:
+                return p
+        raise web.HTTPError(400, f"no profile {slug!r}: choose {', '.join(p.slug for p in profiles.PROFILES)}")
+
+    def leases(self) -> profiles.GpuLeases:
+        if SystemUserSpawner._leases is None:
+            SystemUserSpawner._leases = profiles.GpuLeases(profiles.gpu_inventory(tuple(self.configured_gpus)))
+        return SystemUserSpawner._leases
+
+    def account(self) -> pwd.struct_passwd:
+        try:
+            return ensure_account(self.unix_name, self.uid_min, self.uid_max,
+                                  Path(self.home_root) / self.unix_name, f"interplab student {self.user.name}")
+        except AccountError as exc:
+            raise web.HTTPError(500, str(exc)) from None
+
+    def _cgroups(self) -> Cgroups | None:
+        kind = probe_cgroups()
+        return Cgroups(kind, f"interplab-server-{self.unix_name}") if kind else None
+
+    def make_preexec_fn(self, name: str):
+        setuid = set_user_setuid(self.unix_name)
+        procs = [str(p) for p in self._cgroup.procs_files] if self._cgroup else []
+
+        def preexec() -> None:
+            for path in procs:  # join the server's cgroups before dropping root: all it starts is counted
+                with open(path, "w") as f:
+                    f.write(str(os.getpid()))
+            setuid()
+
+        return preexec
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        account = pwd.getpwnam(self.unix_name)
+        env.update(USER=self.unix_name, LOGNAME=self.unix_name, HOME=account.pw_dir, SHELL=account.pw_shell)
+        return env
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        env["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
+        # an empty list hides every GPU from a CPU server
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpus)
+        return env
+
+    async def start(self):
+        self._gpus: list[str] = []
+        self._cgroup = None
+        profile = self.profile
+        if profile.gpus:
+            try:
+                self._gpus = self.leases().lease(self.user.name, profile.gpus)
+            except profiles.NoGpuFree as exc:
+                raise web.HTTPError(409, str(exc)) from None
+        try:
+            account = self.account()
+            self._cgroup = self._cgroups()
+            memory = int(self.mem_limit or profile.mem_bytes)
+            cpus = float(self.cpu_limit or profile.cpu)
+            if self._cgroup:
+                self._cgroup.create(SandboxPolicy(memory=memory, max_processes=self.max_processes), cpus=cpus)
+                enforced = ", ".join(self._cgroup.enforced(cpus))
+            else:
+                enforced = "nothing (no writable cgroups: run the hub as root on a host that delegates them)"
+            self.log.info("server of %s as %s (uid %d), profile %s, GPUs %s; limits enforced: %s",
+                          self.user.name, self.unix_name, account.pw_uid, profile.slug, self._gpus or "none", enforced)
+            return await super().start()
+        except BaseException:
+            self._release()
+            raise
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        self._release()
+
+    def _release(self) -> None:
+        self.leases().release(self.user.name)
+        cgroup = getattr(self, "_cgroup", None) or self._cgroups()
+        if cgroup:
+            cgroup.destroy()
