@@ -23,13 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from hubtools import free_port
+
 APT_LOCK = "/tmp/interplab-apt.lock"  # the browser fixture's lock too: one apt-get at a time
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_packages(found: bool, packages: list[str]) -> None:

@@ -15,7 +15,7 @@ from interplab.autograder import similarity
 
 from conftest import TEST_ASSIGNMENTS, edit_solution, interplab, make_course
 
-pytest_plugins = ["interplab.autograder.hub_pytest"]  # chromium, browser
+pytest_plugins = ["hub_fixtures"]  # chromium, browser
 
 # cell_timeout small so the planted sleeper costs seconds; 3GiB is the least the fork server takes
 LIMITS = {"cell_timeout": "10", "notebook_timeout": "90", "memory_limit": '"3GiB"'}

@@ -24,9 +24,8 @@ from cluster_services import (
     without_fork_server,
 )
 
-from interplab.autograder.hub_testing import login, start_hub, stop_hub
-
 from conftest import INTERPLAB, TEST_ASSIGNMENTS, interplab, make_course, read_csv_rows, tool_env
+from hubtools import login, start_hub, stop_hub
 
 pytestmark = pytest.mark.slow
 

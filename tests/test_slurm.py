@@ -26,9 +26,8 @@ from cluster_services import (
     without_fork_server,
 )
 
-from interplab.autograder.hub_testing import api_token, login, make_tiny_course, spawn, start_hub, stop_hub, stop_server
-
 from conftest import interplab, read_csv_rows
+from hubtools import api_token, login, make_tiny_course, spawn, start_hub, stop_hub, stop_server
 
 pytestmark = pytest.mark.slow
 
