@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from interplab.autograder import hub_profiles
+from interplab.autograder.assignment_order import ORDER_ENV as COURSE_ORDER_ENV
 from interplab.autograder.hub_local import (
     DEMO_INSTRUCTOR,
     DEMO_STUDENTS,
@@ -31,6 +32,8 @@ from interplab.autograder.hub_local import (
     demo_accounts,
     is_loopback,
 )
+from interplab.autograder.landing import PAGE_NAME as COURSE_PAGE
+from interplab.autograder.landing import course_order_of, course_page_hook
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -215,8 +218,14 @@ EXCHANGE_OUTBOUND = f"{EXCHANGE}/{COURSE_ID}/outbound"
 EXCHANGE_INBOUND = f"{EXCHANGE}/{COURSE_ID}/inbound"
 EXCHANGE_FEEDBACK = f"{EXCHANGE}/{COURSE_ID}/feedback"
 
+# nbgrader's Assignment List in course order (course.toml [schedule]; autograder/assignment_order.py)
+c.Spawner.environment[COURSE_ORDER_ENV] = ",".join(course_order_of(COURSE))
+
 if SPAWNER == "local":
     c.JupyterHub.spawner_class = CourseLocalSpawner
+    # JupyterLab opens on the course page, written into the home before each start (autograder/landing.py)
+    c.Spawner.pre_spawn_hook = course_page_hook(COURSE, Path(EXCHANGE))
+    c.Spawner.default_url = f"/lab/tree/{COURSE_PAGE}"
     c.CourseLocalSpawner.home_dir_template = str(DATA / "home" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
