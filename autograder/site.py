@@ -13,7 +13,9 @@ Sources (one source of truth each, never the instructor's solutions):
 
 Steps: ``pages`` (Markdown pages and mkdocs.yml in a scratch folder) -> ``render`` (``mkdocs build``)
 -> ``validate`` (no page loads anything from the network, and no solution cell of any source
-notebook appears in any file: the site is removed and the build fails otherwise).
+notebook appears in any file: the site is not written and the build fails otherwise).
+Notebook math is shown as TeX source: MathJax would come from a CDN (mkdocs-jupyter's default),
+and no offline copy of it ships with the packages we pin.
 """
 from __future__ import annotations
 
@@ -34,9 +36,13 @@ from interplab.autograder.deadlines import Schedule
 from interplab.autograder.syllabus import AssignmentInfo, course_assignments, points_text, when
 
 SITE_DIR = "site"
-# a resource the browser fetches by itself (scripts, styles, images, frames), from another host
-_REMOTE_RESOURCE = re.compile(r"<(?:script|img|iframe)[^>]*\ssrc=[\"'](?:https?:)?//|<link[^>]*\shref=[\"'](?:https?:)?//[^\"']*[\"'][^>]*>",
-                              re.I)
+# a resource the browser fetches by itself (scripts, modules, styles, images, frames) from another host
+_REMOTE_RESOURCE = re.compile(r"<(?:script|img|iframe)[^>]*\ssrc=[\"'](?:https?:)?//|<link[^>]*\shref=[\"'](?:https?:)?//"
+                              r"|\bimport\s*\(?\s*[\"'](?:https?:)?//|\bimport\s[^;]*\sfrom\s*[\"'](?:https?:)?//", re.I)
+# nbconvert's Mermaid loader, which mkdocs-jupyter's template always includes: it imports mermaid.js
+# from cdnjs when a page has a Mermaid diagram. Our notebooks have none, so the site drops it.
+_MERMAID_LOADER = re.compile(r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded", async \(\) => \{\s*'
+                             r'const diagrams = document\.querySelectorAll\("\.jp-Mermaid.*?</script>', re.S)
 
 
 class SiteError(CourseError):
@@ -174,6 +180,8 @@ def build_site(course: Course, out: Path | None = None) -> Path:
                                "-d", str(staging)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SiteError("mkdocs build failed: " + " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:]))
+        for page in (staging / "notebooks").glob("*.html"):
+            page.write_text(_MERMAID_LOADER.sub("", page.read_text()))
         problems = remote_resources(staging) + leaks(staging, course, [i.slug for i in infos])
         if problems:
             raise SiteError(f"the site is not written: {len(problems)} problem(s), first: {problems[0]}")

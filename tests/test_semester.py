@@ -1,9 +1,10 @@
-"""A semester's grading on the small `mini` assignment with a written question, through the real CLI,
-real nbgrader and a real formgrader server: due dates and the late policy of course.toml applied by
-nbgrader's late-submission step, a per-student extension (`interplab extend`), the penalty in the
-grades CSV; the written answer's mark scheme hidden from the release and the feedback but shown in
-the formgrader, a manual grade entered through the formgrader's API appearing in the CSV's rows
-and totals."""
+"""A semester on the small `mini` assignment with a written question, through the real CLI, real
+nbgrader, a real formgrader server and headless Chromium: due dates and the late policy of
+course.toml applied by nbgrader's late-submission step, a per-student extension (`interplab
+extend`), the penalty in the grades CSV; the written answer's mark scheme hidden from the release
+and the feedback but shown in the formgrader, a manual grade entered through the formgrader's API
+appearing in the CSV's rows and totals; the course site (`interplab site`) without any solution,
+mark scheme or hidden value, every internal link of it followed in Chromium."""
 from __future__ import annotations
 
 import datetime as dt
@@ -25,6 +26,7 @@ from interplab.autograder.deadlines import LatePolicy, Schedule
 from conftest import REPO, TEST_ASSIGNMENTS, interplab, make_course, read_csv_rows
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["interplab.autograder.hub_pytest"]  # chromium and browser (no hub is started here)
 
 RUBRIC = "Full marks: names the max subtraction"
 QUESTION = f"""
@@ -170,3 +172,68 @@ def test_a_manual_grade_from_the_formgrader_reaches_the_csv_and_the_total(course
     assert rows[("bob", "late_penalty")][0] == pytest.approx(-0.2 * 4.5)
     assert total == pytest.approx(2 + 1 + 1.5 - 0.9)
     assert ("alice", "answer_stability") not in rows
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.fixture(scope="module")
+def site(course) -> Path:
+    proc = interplab("site", "--course", str(course))
+    assert proc.returncode == 0 and "course site:" in proc.stdout, proc.stdout + proc.stderr
+    return course / "site"
+
+
+def test_the_site_holds_no_solution_mark_scheme_or_hidden_value(course, site) -> None:
+    source = json.loads((course / "source" / "mini" / "mini.ipynb").read_text())
+    secrets = []
+    for cell in source["cells"]:
+        text = "".join(cell["source"])
+        if "### BEGIN SOLUTION" in text:
+            secrets.append(text.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0])
+        if cell["metadata"].get("nbgrader", {}).get("solution") and cell["cell_type"] == "markdown":
+            secrets.append(text)  # the written model answer
+    secrets.append(RUBRIC)
+    store = course / ".interplab" / "mini"
+    hidden = [s for path in store.rglob("*.json") for s in _strings(json.loads(path.read_text())) if len(s) >= 16]
+    assert len(secrets) == 4 and hidden
+    files = [p for p in site.rglob("*") if p.is_file()]
+    texts = {p: " ".join(p.read_text(errors="ignore").split()) for p in files}
+    for secret in secrets:
+        for line in (" ".join(line.split()) for line in secret.splitlines()):
+            if len(line) >= 12:  # `return x`-sized lines also occur in exercise text
+                assert not [p for p, t in texts.items() if line in t], line
+    assert not [p for p, t in texts.items() for value in hidden if value in t]
+    notebook = (site / "notebooks" / "mini.html").read_text()
+    assert "Why does" in notebook and "YOUR ANSWER HERE" in notebook  # the released question, rendered
+    assert "interplab check work/mini/mini.ipynb" in (site / "assignments" / "mini.html").read_text()
+
+
+def test_chromium_follows_every_internal_link_of_the_site(site, browser) -> None:
+    from urllib.parse import urldefrag
+
+    from selenium.webdriver.common.by import By
+
+    start = (site / "index.html").as_uri()
+    seen, todo = set(), [start]
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        browser.get(url)
+        assert Path(url.removeprefix("file://")).is_file(), url
+        assert browser.title and "404" not in browser.title, (url, browser.title)
+        for link in browser.find_elements(By.CSS_SELECTOR, "a[href]"):
+            target = urldefrag(link.get_attribute("href") or "")[0]
+            if target.startswith("file://") and target not in seen:
+                todo.append(target)
+    pages = {Path(u.removeprefix("file://")).relative_to(site).as_posix() for u in seen}
+    assert {"index.html", "grading.html", "assignments/mini.html", "notebooks/mini.html"} <= pages, pages
+    browser.get(start)
+    assert "Schedule" in browser.find_element(By.TAG_NAME, "body").text
