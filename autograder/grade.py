@@ -17,7 +17,9 @@ The steps, in order:
                  of that student's jobs are done, so recording overlaps the execution of the others;
                  Autograde's ReplayExecution step puts in the cached executions and its VerifyChecks
                  step judges them against that student's references;
-5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status.
+5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status (the
+                 autograded cells, the written answers graded by hand in the formgrader, and a
+                 ``late_penalty`` row per student where the assignment has a due date).
 
 A student whose grading failed for a reason that is not their code (the sandbox did not start, a
 worker was lost) is not recorded: the CSV says ``infrastructure error`` with no score, the command
@@ -309,6 +311,13 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
     return GradeReport(csv_path, statuses, len(fresh), len(jobs) - len(fresh), len(reference_jobs), kernel_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
 
 
+def awaiting_hand_grading(course: Course, assignment: str) -> int:
+    """Written answers (markdown grade cells) of recorded submissions with no manual grade yet."""
+    with Gradebook(course.db_url, course.id) as gb:
+        return sum(1 for submission in gb.find_assignment(assignment).submissions for notebook in submission.notebooks
+                   for grade in notebook.grades if grade.cell.cell_type == "markdown" and grade.manual_score is None)
+
+
 def grade_command(args: argparse.Namespace) -> int:
     course = Course.load(args.course)
     if getattr(args, "allow_unsandboxed", False):
@@ -321,6 +330,10 @@ def grade_command(args: argparse.Namespace) -> int:
           f"run, {report.references} students' hidden references computed; {len(problems)} with problems); "
           f"grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
+    written = awaiting_hand_grading(course, args.assignment)
+    if written:
+        print(f"{written} written answer(s) await grading by hand in the formgrader; run `interplab grade "
+              f"{args.assignment}` again afterwards to put them in the CSV")
     if report.infrastructure_errors:
         print(f"{report.infrastructure_errors} submission(s) NOT graded because of an infrastructure error (not the "
               f"students' code; nothing cached): fix the cause and run `interplab grade {args.assignment}` again")

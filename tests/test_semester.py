@@ -106,6 +106,7 @@ def course(tmp_path_factory) -> Path:
         (folder / "timestamp.txt").write_text(when)
     proc = interplab("grade", "mini", "--course", str(course))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 written answer(s) await grading by hand in the formgrader" in proc.stdout, proc.stdout
     return course
 
 
