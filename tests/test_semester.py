@@ -175,12 +175,13 @@ def test_a_manual_grade_from_the_formgrader_reaches_the_csv_and_the_total(course
     assert ("alice", "answer_stability") not in rows
 
 
-def _strings(value) -> list[str]:
+def _arrays(value) -> list[str]:
+    """The base64 data of every array in a references file (the hidden reference values)."""
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [value["b64"]] if isinstance(value.get("b64"), str) else [s for v in value.values() for s in _arrays(v)]
     if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return [value] if isinstance(value, str) else []
+        return [s for v in value for s in _arrays(v)]
+    return []
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,8 @@ def test_the_site_holds_no_solution_mark_scheme_or_hidden_value(course, site) ->
             secrets.append(text)  # the written model answer
     secrets.append(RUBRIC)
     store = course / ".interplab" / "mini"
-    hidden = [s for path in store.rglob("*.json") for s in _strings(json.loads(path.read_text())) if len(s) >= 16]
+    references = [store / "references.json", *(store / "references").glob("*.json")]  # the build's, each student's
+    hidden = [s for path in references for s in _arrays(json.loads(path.read_text())) if len(s) >= 16]
     assert len(secrets) == 4 and hidden
     files = [p for p in site.rglob("*") if p.is_file()]
     texts = {p: " ".join(p.read_text(errors="ignore").split()) for p in files}
