@@ -173,6 +173,9 @@ c.JupyterHub.services = [
         "url": f"http://127.0.0.1:{FORMGRADER_PORT}",
         "display": True,
         "oauth_no_confirm": True,
+        # JupyterHub gives a managed service 30 s to answer, then exits; a busy machine (a class
+        # logging in, the test suite on two cores) starts the formgrader more slowly than that
+        "timeout": 120,
         "cwd": str(COURSE),
         "command": [sys.executable, "-m", "jupyterhub.singleuser"]
         + (["--allow-root"] if os.geteuid() == 0 else [])
