@@ -177,7 +177,8 @@ def build_site(course: Course, out: Path | None = None) -> Path:
         config.write_text(json.dumps(mkdocs_config(course, infos), indent=1))  # JSON is YAML
         staging = Path(tmp) / "site"
         proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--strict", "-f", str(config),
-                               "-d", str(staging)], capture_output=True, text=True)
+                               "-d", str(staging)], capture_output=True, text=True,
+                              cwd=tmp)  # mkdocs-jupyter keeps a .cache/ in the working directory
         if proc.returncode != 0:
             raise SiteError("mkdocs build failed: " + " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:]))
         for page in (staging / "notebooks").glob("*.html"):
