@@ -130,9 +130,6 @@ class Schedule:
         rank = {d.assignment: i for i, d in enumerate(self.items)}
         return sorted(assignments, key=lambda a: (rank.get(a, len(rank)), a))
 
-    def current(self, now: dt.datetime) -> Due | None:
-        """This week's assignment: the first one not yet due."""
-        return next((d for d in self.items if d.due >= now), None)
 
 
 def load_extensions(course: Course) -> dict[str, dict[str, dt.datetime]]:

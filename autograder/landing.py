@@ -21,17 +21,18 @@ def course_page(course: Course, student: str | None, now: dt.datetime, released:
     """The page as markdown. ``released``: assignments students can fetch now (None: all)."""
     schedule = Schedule.of(course)
     infos = course_assignments(course)
-    current = schedule.current(now)
+    scheduled = [info for info in infos if info.due]  # of this course's assignments only
+    current = next((info for info in scheduled if info.due.due >= now), None)  # the first one not yet due
     lines = [f"# Welcome to {course.id}" + (f", {student}" if student else ""), ""]
     if current is not None:
-        info = next(i for i in infos if i.slug == current.assignment)
-        lines += [f"## This week: week {current.week}, `{info.slug}`", "", f"**{info.title}**", "",
+        info = current
+        lines += [f"## This week: week {info.due.week}, `{info.slug}`", "", f"**{info.title}**", "",
                   f"Due **{when(due_for(course, info, student))}** ({points_text(info)} points).", ""]
         if info.objectives:
             lines += ["After it you will be able to:", "", info.objectives, ""]
         lines += ["Open *Nbgrader > Assignment List* (menu bar), press **Fetch** next to "
                   f"`{info.slug}`, then open `{info.slug}/{info.slug}.ipynb` in the file browser.", ""]
-    elif schedule.items:
+    elif scheduled:
         lines += ["## The schedule is over", "", "Every assignment's due date has passed.", ""]
     lines += ["## Schedule", "", "| week | assignment | due | points |", "| --- | --- | --- | --- |"]
     for info in infos:
@@ -85,13 +86,13 @@ def course_page_hook(course_root: Path, exchange: Path) -> Callable[[Any], None]
     def write_course_page(spawner: Any) -> None:
         try:
             course = Course.load(course_root)
-        except CourseError as exc:  # the server still starts, on an empty page
-            spawner.log.warning("no course page for %s: %s", spawner.user.name, exc)
+            page = course_page(course, spawner.user.name, dt.datetime.now(dt.timezone.utc),
+                               released_assignments(exchange, course.id))
+        except Exception:  # a student's server starts even when the page cannot be made (the hub logs why)
+            spawner.log.exception("no course page for %s", spawner.user.name)
             return
         home = Path(spawner.home_dir)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        page = course_page(course, spawner.user.name, dt.datetime.now(dt.timezone.utc),
-                           released_assignments(exchange, course.id))
         (home / PAGE_NAME).write_text(page)
 
     return write_course_page

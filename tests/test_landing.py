@@ -49,6 +49,15 @@ def test_the_course_page_shows_this_week_the_schedule_and_how_grading_works(cour
     assert "## The schedule is over" in late and "This week" not in late
 
 
+def test_the_schedule_may_name_assignments_this_course_does_not_have(tmp_path) -> None:
+    """The hub's test course holds only `mini`, while course.toml schedules the real assignments."""
+    from conftest import TEST_ASSIGNMENTS
+
+    mini = Course.load(make_course(tmp_path, TEST_ASSIGNMENTS))
+    page = course_page(mini, "bob", dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+    assert "This week" not in page and "| self-study | `mini`" in page
+
+
 def test_the_assignment_list_is_in_course_order(tmp_path, monkeypatch) -> None:
     outbound = tmp_path / "exchange" / "interplab" / "outbound"
     for slug in ("attribution", "circuits", "zzz-extra"):
