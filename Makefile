@@ -8,7 +8,7 @@ STAMP := $(VENV)/.interplab-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test fairness lab hub build clean
+.PHONY: install test fairness lab hub build site clean
 
 $(STAMP): pyproject.toml constraints.txt deploy/system-packages.sh
 	bash deploy/system-packages.sh
@@ -35,6 +35,10 @@ fairness: install
 build: install
 	$(BIN)/interplab build
 
+# The course website (syllabus, schedule, objectives, student notebooks) into course/site/index.html.
+site: install
+	$(BIN)/interplab site
+
 lab: install
 	$(BIN)/interplab lab
 
@@ -43,4 +47,4 @@ hub: install
 
 clean:
 	rm -rf course/source course/release course/submitted course/autograded course/feedback \
-	       course/grades course/.interplab course/gradebook.db
+	       course/grades course/.interplab course/gradebook.db course/site

@@ -34,6 +34,7 @@ import os
 import sys
 from pathlib import Path
 
+from interplab.autograder.assignment_order import ORDER_ENV as COURSE_ORDER_ENV
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import DEMO_INSTRUCTOR, DEMO_STUDENTS, DemoAuthenticator, demo_accounts
 from interplab.autograder.hub.spawners import (
@@ -47,6 +48,8 @@ from interplab.autograder.hub.spawners import (
     refusal,
     secure_course,
 )
+from interplab.autograder.landing import PAGE_NAME as COURSE_PAGE
+from interplab.autograder.landing import course_order_of, course_page_hook
 from interplab.autograder.sandbox.policy import parse_size
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
@@ -251,8 +254,14 @@ EXCHANGE_OUTBOUND = f"{EXCHANGE}/{COURSE_ID}/outbound"
 EXCHANGE_INBOUND = f"{EXCHANGE}/{COURSE_ID}/inbound"
 EXCHANGE_FEEDBACK = f"{EXCHANGE}/{COURSE_ID}/feedback"
 
+# nbgrader's Assignment List in course order (course.toml [schedule]; autograder/assignment_order.py)
+c.Spawner.environment[COURSE_ORDER_ENV] = ",".join(course_order_of(COURSE))
+
 if SPAWNER == "local":
     c.JupyterHub.spawner_class = CourseLocalSpawner
+    # JupyterLab opens on the course page, written into the home before each start (autograder/landing.py)
+    c.Spawner.pre_spawn_hook = course_page_hook(COURSE, Path(EXCHANGE))
+    c.Spawner.default_url = f"/lab/tree/{COURSE_PAGE}"
     c.CourseLocalSpawner.home_dir_template = str(DATA / "home" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []

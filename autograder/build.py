@@ -13,7 +13,8 @@ The pipeline is a list of named steps (nbgrader's converter style); each is a sm
 4. ``references``  from the reference run: public references (with the probes' outputs) next to
                    the notebook, the build's hidden references in the store (each student's are
                    computed at grade time, cache.ReferenceCache);
-5. ``release``     stock ``nbgrader generate_assignment`` -> ``course/release/<a>/``;
+5. ``release``     stock ``nbgrader generate_assignment`` -> ``course/release/<a>/``, and the
+                   assignment's due date (course.toml ``[schedule]``) into the gradebook;
 6. ``validate``    the master's grading run scores full marks (so it is deterministic) and the
                    student version scores 0 and raises nothing but NotImplementedError, both graded
                    exactly as submissions are.
@@ -35,6 +36,7 @@ import nbformat
 from tqdm import tqdm
 
 from interplab.autograder.course import Course, CourseError
+from interplab.autograder.deadlines import apply_deadlines
 from interplab.autograder.notebooks import error_outputs, execute_concurrently, is_test_cell, master_to_notebook
 from interplab.autograder.steps import grading_env, verify_notebook
 from interplab.autograder.store import BUILD_STUDENT, write_atomic
@@ -237,6 +239,7 @@ def step_references(build: Build) -> None:
 
 def step_release(build: Build) -> None:
     build.course.nbgrader("generate_assignment", build.assignment, "--force")
+    apply_deadlines(build.course, build.assignment)  # the due date of [schedule], in the gradebook
 
 
 def verify_in_process(course: Course, assignment: str, raw: nbformat.NotebookNode) -> tuple[list, list]:

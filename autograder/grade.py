@@ -17,7 +17,9 @@ The steps, in order:
                  of that student's jobs are done, so recording overlaps the execution of the others;
                  Autograde's ReplayExecution step puts in the cached executions and its VerifyChecks
                  step judges them against that student's references;
-5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status.
+5. ``export``    ``course/grades/<a>.csv``: student_id, grade_id, score, max_score, status (the
+                 autograded cells, the written answers graded by hand in the formgrader, and a
+                 ``late_penalty`` row per student where the assignment has a due date).
 
 A student whose grading failed for a reason that is not their code (the sandbox did not start, a
 worker was lost) is not recorded: the CSV says ``infrastructure error`` with no score, the command
@@ -48,6 +50,7 @@ from traitlets.utils.importstring import import_item
 from interplab.autograder import executors, verdicts
 from interplab.autograder.cache import ExecutionCache, InfrastructureError, ReferenceCache, make_job
 from interplab.autograder.course import Course, CourseError
+from interplab.autograder.deadlines import PENALTY_ROW, Schedule, apply_deadlines, penalty_status
 from interplab.autograder.executors import Job
 from interplab.autograder.notebooks import released_files, test_cell_ids
 from interplab.autograder.sandbox import ForkServerKernelManager, banner, kernel_manager_for, require_isolation
@@ -161,26 +164,41 @@ def prepare(course: Course, assignment: str, student: str, notebooks: dict[str, 
 
 
 def grade_rows(course: Course, assignment: str, submissions: dict[str, Submission], statuses: dict[str, str]) -> list[list]:
-    """Every grade cell of every submission; a submission nbgrader could not grade gets 0 on each,
-    one whose grading failed for infrastructure reasons gets no score."""
+    """Every autograded cell of every submission (a submission nbgrader could not grade gets 0 on
+    each, one whose grading failed for infrastructure reasons no score), every written answer an
+    instructor has graded in the formgrader (status ``graded by hand``; ungraded answers are not
+    listed yet), and, where the assignment has a due date, a ``late_penalty`` row per student
+    (the points the late policy takes, as a negative score)."""
+    schedule = Schedule.of(course)
+    due = schedule.get(assignment)
     rows = []
     with Gradebook(course.db_url, course.id) as gb:
-        grade_cells = [(nb.name, cell.name, cell.max_score) for nb in gb.find_assignment(assignment).notebooks
-                       for cell in nb.grade_cells if cell.cell_type == "code"]
+        grade_cells = [(nb.name, cell.name, cell.max_score, cell.cell_type == "code")
+                       for nb in gb.find_assignment(assignment).notebooks for cell in nb.grade_cells]
         for student in sorted(submissions):
             status = statuses.get(student, "ok")
-            scores = {}
+            scores, manual, penalty, late = {}, {}, 0.0, "ok"
             if not submissions[student].refused:
                 try:
-                    for notebook in gb.find_submission(assignment, student).notebooks:
+                    submission = gb.find_submission(assignment, student)
+                    penalty = float(submission.late_submission_penalty or 0)
+                    late = penalty_status(submission, penalty, schedule.policy)
+                    for notebook in submission.notebooks:
                         for grade in notebook.grades:
                             scores[(notebook.name, grade.name)] = grade.score
+                            manual[(notebook.name, grade.name)] = grade.manual_score
                 except MissingEntry:
                     pass
-            for notebook, cell, max_score in grade_cells:
+            infrastructure = bool(submissions[student].infrastructure)
+            for notebook, cell, max_score, autograded in grade_cells:
                 score = scores.get((notebook, cell))
-                shown = "" if submissions[student].infrastructure else _num(score if score is not None else 0)
-                rows.append([student, cell, shown, _num(max_score), status])
+                if autograded:
+                    shown = "" if infrastructure else _num(score if score is not None else 0)
+                    rows.append([student, cell, shown, _num(max_score), status])
+                elif manual.get((notebook, cell)) is not None and not infrastructure:
+                    rows.append([student, cell, _num(manual[(notebook, cell)]), _num(max_score), "graded by hand"])
+            if due is not None and not infrastructure:
+                rows.append([student, PENALTY_ROW, _num(-penalty), 0, late])
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
@@ -221,6 +239,7 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
         raise CourseError(f"no submissions found in {course.submitted}/*/{assignment}/")
     for student in register_students(course, [s for s in students if refusal(course.submitted / s / assignment, s) is None]):
         log(f"note: student {student!r} was not in the gradebook; added (submission found in submitted/)")
+    apply_deadlines(course, assignment)  # due date and extensions, read by nbgrader's late-submission step
 
     if executor == "local":  # Dask workers check their own machine (the sandbox refuses there)
         require_isolation(course.policy)
@@ -307,6 +326,13 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
                        kernel_seconds, reference_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
 
 
+def awaiting_hand_grading(course: Course, assignment: str) -> int:
+    """Written answers (markdown grade cells) of recorded submissions with no manual grade yet."""
+    with Gradebook(course.db_url, course.id) as gb:
+        return sum(1 for submission in gb.find_assignment(assignment).submissions for notebook in submission.notebooks
+                   for grade in notebook.grades if grade.cell.cell_type == "markdown" and grade.manual_score is None)
+
+
 def grade_command(args: argparse.Namespace) -> int:
     course = Course.load(args.course)
     if getattr(args, "allow_unsandboxed", False):
@@ -321,6 +347,10 @@ def grade_command(args: argparse.Namespace) -> int:
           f"{report.reference_seconds:.1f} s); "
           f"grades in {report.csv_path}; "
           f"feedback in {course.root / 'feedback'}")
+    written = awaiting_hand_grading(course, args.assignment)
+    if written:
+        print(f"{written} written answer(s) await grading by hand in the formgrader; run `interplab grade "
+              f"{args.assignment}` again afterwards to put them in the CSV")
     if report.infrastructure_errors:
         print(f"{report.infrastructure_errors} submission(s) NOT graded because of an infrastructure error (not the "
               f"students' code; nothing cached): fix the cause and run `interplab grade {args.assignment}` again")

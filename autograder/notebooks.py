@@ -18,7 +18,11 @@ from nbformat import NotebookNode
 
 from interplab.errors import UserError
 
-ROLES = ("solution", "test", "locked")
+# solution/test/locked: code nbgrader clears, grades or locks; answer: a written answer (markdown)
+# an instructor grades by hand in the formgrader (its mark scheme sits in the locked question cell
+# above it, between ### BEGIN MARK SCHEME and ### END MARK SCHEME: removed from the release, shown
+# in the formgrader).
+ROLES = ("solution", "test", "locked", "answer")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
@@ -55,9 +59,9 @@ def released_files(source: Path) -> dict[str, bytes]:
 
 def nbgrader_metadata(role: str, grade_id: str, points: Any) -> dict[str, Any]:
     """nbgrader cell metadata (schema 3) for a master cell's role."""
-    meta: dict[str, Any] = {"schema_version": 3, "grade_id": grade_id, "solution": role == "solution",
-                            "grade": role == "test", "locked": role != "solution"}
-    if role == "test":
+    meta: dict[str, Any] = {"schema_version": 3, "grade_id": grade_id, "solution": role in ("solution", "answer"),
+                            "grade": role in ("test", "answer"), "locked": role in ("test", "locked")}
+    if role in ("test", "answer"):
         meta["points"] = points
     return meta
 
@@ -84,8 +88,12 @@ def master_to_notebook(master: Path) -> NotebookNode:
         if grade_id in seen:
             raise MasterFormatError(f"{where}: grade_id {grade_id!r} is used twice")
         seen.add(grade_id)
-        if role == "test" and (not isinstance(points, (int, float)) or points <= 0):
-            raise MasterFormatError(f"{where}: a test cell needs points=N (N > 0)")
+        if role in ("test", "answer") and (not isinstance(points, (int, float)) or points <= 0):
+            raise MasterFormatError(f"{where}: a {role} cell needs points=N (N > 0)")
+        if role == "answer" and cell.cell_type != "markdown":
+            raise MasterFormatError(f"{where}: an answer cell is a markdown cell (# %% [markdown] role=\"answer\" ...)")
+        if "BEGIN MARK SCHEME" in cell.source and not (role == "locked" and cell.cell_type == "markdown"):
+            raise MasterFormatError(f"{where}: a mark scheme belongs in a locked markdown question cell (role=\"locked\")")
         if role == "solution" and cell.cell_type == "code" and "### BEGIN SOLUTION" not in cell.source:
             raise MasterFormatError(f"{where}: a solution cell needs ### BEGIN SOLUTION / ### END SOLUTION")
         cell.metadata["nbgrader"] = nbgrader_metadata(role, grade_id, points)

@@ -10,9 +10,10 @@ import os
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.converters import GenerateFeedback
 from nbgrader.preprocessors import (
-    AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
+    AssignLatePenalties, CheckCellMetadata, ClearMarkScheme, IgnorePattern, LimitOutput, SaveAutoGrades,
 )
 
+from interplab.autograder.deadlines import CourseLatePenalty, policy_config
 from interplab.autograder.pages import (
     FEEDBACK_TEMPLATE, FEEDBACK_TEMPLATE_DIRS, FEEDBACK_TEMPLATE_PATHS, NeutraliseStudentContent,
 )
@@ -51,7 +52,20 @@ c.Autograde.autograde_preprocessors = [
 c.GenerateFeedback.HTMLExporter.template_name = FEEDBACK_TEMPLATE
 c.GenerateFeedback.HTMLExporter.extra_template_basedirs = FEEDBACK_TEMPLATE_DIRS
 c.GenerateFeedback.HTMLExporter.extra_template_paths = FEEDBACK_TEMPLATE_PATHS
-c.GenerateFeedback.preprocessors = [NeutraliseStudentContent, *GenerateFeedback.class_traits()["preprocessors"].default()]
+# The mark scheme of a written question (in its locked question cell) is restored from the
+# gradebook into the autograded notebook, so the formgrader shows it beside the answer; feedback
+# drops it again: students never see it.
+c.GenerateFeedback.preprocessors = [NeutraliseStudentContent, ClearMarkScheme,
+                                    *GenerateFeedback.class_traits()["preprocessors"].default()]
+# Our mark schemes sit in locked question cells (role="locked"), not in nbgrader "task" cells: the
+# student answers in the answer cell below (role="answer"), graded by hand.
+c.ClearMarkScheme.enforce_metadata = False
+
+# Late submissions: the due dates and extensions are in the gradebook (interplab build / grade /
+# extend put them there from course.toml and extensions.json); the penalty follows [late_policy].
+c.AssignLatePenalties.plugin_class = CourseLatePenalty
+for key, value in policy_config(os.path.join(here, "course.toml")).items():
+    setattr(c.CourseLatePenalty, key, value)
 
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
 # Grading kernels run sandboxed with course.toml's [grading] limits (validated here, read by

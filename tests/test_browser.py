@@ -82,6 +82,8 @@ def test_student_fetches_runs_and_submits_in_jupyterlab_then_is_graded(course_hu
         d.find_element(By.ID, "login_submit").click()
         wait(d, 180).until(lambda drv: f"/user/{STUDENT}/lab" in drv.current_url)
         wait(d, 120).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#jp-main-dock-panel")))
+        # it opens on the course page (test_landing.py); once that is shown, nothing else takes the front
+        wait(d, 120).until(EC.visibility_of_element_located((By.XPATH, "//div[contains(@class,'jp-RenderedMarkdown')]//h2")))
 
         # Nbgrader > Assignment List; fetch the released assignment
         click(d, "//li[contains(@class,'lm-MenuBar-item')][normalize-space()='Nbgrader']", 120)

@@ -59,7 +59,7 @@ def course(built_course, tmp_path_factory):
 def _grade_cells(course):
     nb = json.loads((course / "source" / "circuits" / "circuits.ipynb").read_text())
     return {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in nb["cells"]
-            if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+            if c["cell_type"] == "code" and c.get("metadata", {}).get("nbgrader", {}).get("grade")}  # autograded
 
 
 def test_assignment_size(course):

@@ -86,7 +86,8 @@ def test_local_spawner_is_the_default_with_homes_under_the_data_dir(hub_env):
     assert env["HOME"] == spawner.home_dir and env["JUPYTERHUB_USER"] == "alice"
     assert env["JUPYTER_CONFIG_PATH"] == str(SINGLEUSER_CONFIG)
     assert env["INTERPLAB_EXCHANGE"] == str(hub_env / "course" / "exchange")
-    assert spawner.default_url == "/lab"
+    assert spawner.default_url == "/lab/tree/COURSE.md"  # the course page (autograder/landing.py, test_landing.py)
+    assert spawner.pre_spawn_hook is not None and "INTERPLAB_COURSE_ORDER" in env
     # the course groups and the roles that hang on them
     groups = {g.name: sorted(u.name for u in g.users) for g in app.db.query(orm.Group)}
     assert groups == {"formgrade-interplab": ["instructor"], "nbgrader-interplab": ["alice", "bob", "carol", "instructor"]}

@@ -364,11 +364,22 @@ with torch.no_grad():
 print(f"max |replacement - model| over all logits: {float((replaced - real_logits).abs().max()):.2e} (float32 model)")
 print(f"active features: {int((run['feature_acts'] > 0).sum())} over {run['feature_acts'].shape[1]} positions and 2 layers")
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_replacement_local"
 # **Questions.** The replacement model is exact on this prompt, but it is a different model on any
 # other input: which of its parts would be wrong on `child : what is sqrt 25 ?`? Why freeze the
 # LayerNorm scale rather than keep it live, given that it is "only" a division?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: names the frozen, prompt-specific parts (error nodes, attention patterns, LayerNorm scales) as what is wrong on the other prompt.
+# - 1 point: freezing the scale keeps the model linear, so the adjacency by backward passes is exact.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_replacement_local" points=2
+# The error terms and the frozen attention patterns and LayerNorm scales are those of this prompt; on another prompt the attention patterns, the LayerNorm denominators and the transcoders' errors differ, so all these frozen parts are wrong there. Freezing the LayerNorm scale makes the model linear in the residual between features, so direct effects are exact and attributions add up; a live division would make every effect depend on all others.
+
+# %% [markdown]
 # ## Part 3. The direct-effect adjacency
 #
 # The graph's nodes, in the order of the `circuit-tracer` library: active features
@@ -734,12 +745,24 @@ for name, g in graphs.items():
 # kind of prompt their training data was tilted towards; they are not a measure of the transcoders
 # in general. (How much of that advantage the 100x oversampling buys would take transcoders trained
 # without it: an open question below.)
-#
+
+# %% [markdown] role="locked" grade_id="question_scores"
 # **Questions.** Why is the replacement score lower than the completeness score? A graph with a high
 # completeness score can still be misleading: how, given that the replacement model is only exact on
 # this prompt? The transcoders were trained to be good at `?`: which of the scores above would you
 # quote for "how well do transcoders explain `toyworld-lm`", and which only for "this vignette"?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: replacement counts error influence along every path, completeness only at the direct inputs of the targets.
+# - 1 point: local exactness: a high score says nothing about other prompts; which score is general (transcoder fidelity) and which vignette-only.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_scores" points=2
+# Completeness counts the error nodes' contribution only at the end of paths; the replacement score penalises every path through an error node, so it is lower. A complete graph can mislead because it is exact only on this prompt: its features and edges need not generalise. The transcoders' training metrics (variance explained, CE on held-out text) speak for the model in general; the graph scores only for this vignette.
+
+# %% [markdown]
 # ### Rendering the graph
 #
 # `attr.render_svg` draws the pruned graph as a self-contained SVG (no scripts, no network): rows are

@@ -132,13 +132,24 @@ plt.show()
 print(f"first half: {loss_by_position[:SEQ_LEN].mean():.3f}   repeated half: {loss_by_position[SEQ_LEN + 1:].mean():.3f}"
       f"   chance: {torch.log(torch.tensor(63.0)):.3f}")
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_first_repeat_loss"
 # **Questions.** Why is the loss at position `SEQ_LEN` (predicting the *first* token of the
 # repeat) still high? It is nevertheless below the first-half loss: form a hypothesis about what
 # the model guesses there, and come back to test it with the tools of this notebook. In the first
 # half, the tokens are distinct: could a model do better than chance there, and what would it need
 # to attend to?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: at `SEQ_LEN` there is no earlier occurrence of the current token followed by the answer, so induction has nothing to copy.
+# - 1 point: a testable hypothesis for the below-chance loss (e.g. the model predicts the token after BOS, or spreads probability over tokens seen) *or* the first-half argument (excluding seen tokens, by attending to all previous ones).
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_first_repeat_loss" points=2
+# The first token of the repeat has not been seen after the previous token yet: nothing in the context says which token follows, so induction cannot predict it. The model can only guess, e.g. that a repeat starts (copying the first token after BOS), which is why the loss is somewhat below chance. In the first half the tokens are distinct, so a model could do better than chance only by excluding tokens already seen, which needs attention to all earlier tokens.
+
+# %% [markdown]
 # ## 2. Reading attention patterns: head detectors
 #
 # Each head's attention pattern is in the cache as `rep_cache["pattern", layer]`, shape
@@ -427,11 +438,22 @@ for ax, kind in zip(axes, ("zero", "mean")):
             xlabel="head", ylabel="layer")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_ablation_redundancy"
 # **Questions.** Ablating the previous-token head is a disaster; ablating any one induction head
 # costs little. Why? (Look back at the induction scores: how many heads could take over?) Design
 # an ablation that would reveal the induction heads' importance, and predict its loss increase.
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: redundancy: several induction heads (see their induction scores) can each do the copying, so one ablated head is covered by the others.
+# - 1 point: a workable design with a prediction: ablate *all* induction heads together (or all but one), predicting a loss close to the first-half (chance-like) loss on the repeat; or the previous-token head is a single point of failure because every induction head reads it.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_ablation_redundancy" points=2
+# Several induction heads do the same job, so ablating one leaves the others to copy the token (redundancy / backup); the previous-token head is the only one feeding every induction head's keys (K-composition), so removing it breaks all of them at once.
+
+# %% [markdown]
 # ## 4. Activation patching with a logit difference
 #
 # Ablation asks "what breaks without this head?". **Activation patching** asks "which head

@@ -180,12 +180,23 @@ axes[1].bar(labels, dla_parts.numpy())
 axes[1].set_title("Direct logit attribution per component")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_direct_vs_important"
 # **Questions.** Which heads write the answer directly, and which *against* it (negative)? In
 # Wang et al. the name movers are in the last layers: is that so here? A head with a large direct
 # effect need not be important, and an important head need not have a direct effect: give an
 # example of each from what you know about IOI (which heads act only through other heads?).
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: reads the notebook's numbers: names the positive and negative heads and whether they sit in the last layer.
+# - 1 point: one valid example of each kind (indirect heads such as duplicate-token / S-inhibition; a direct writer that is compensated, cancelled or redundant).
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_direct_vs_important" points=2
+# Heads with large positive direct logit attribution (the name-mover-like heads of the last layer) write the answer, negative ones write against it. Direct effect without importance: a head whose write is cancelled or compensated downstream (e.g. a backup mover). Importance without direct effect: heads acting through others, such as S-inhibition or duplicate-token heads, which move the name movers' attention but write nothing to the logit themselves.
+
+# %% [markdown]
 # ## 2. Activation patching
 #
 # Direct attribution sees only the last step. **Activation patching** intervenes: run the
@@ -577,7 +588,7 @@ print(f"largest disagreement: L{w_layer}H{w_head} at position {w_pos} ({position
 pattern = clean_cache["pattern", w_layer][:, w_head, w_pos]
 print(f"that head's attention at that position (clean run, mean over prompts): max {pattern.max(-1).values.mean():.3f} on one key")
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_atp_failure"
 # **Questions.** Where does the linear approximation fail? Kramár et al. (AtP\*, section 3) name
 # two causes: **saturated attention** (when the softmax is near one-hot, its gradient is near zero,
 # so a patch that *moves* the attention to another key is invisible to the gradient) and
@@ -585,6 +596,17 @@ print(f"that head's attention at that position (clean run, mean over prompts): m
 # head whose attention is saturated? AtP\* fixes the first by recomputing the attention pattern
 # exactly for queries and keys; what would that cost here?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: checks the largest disagreement against the head's attention maximum printed above (saturated or not) and draws the right conclusion.
+# - 1 point: the cost of AtP*: an exact attention recomputation per head (and position) instead of the single backward pass, still far cheaper than full patching.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_atp_failure" points=2
+# AtP uses the gradient at the clean (or corrupted) point; where attention is saturated the softmax gradient is near zero, so a patch that moves attention to another key is invisible, and AtP underestimates. Recomputing the attention pattern exactly (AtP*) needs one extra forward of each head's attention per patched query/key, i.e. on the order of the number of heads times positions extra passes instead of one backward pass.
+
+# %% [markdown]
 # ## 5. Circuits as subgraphs: faithfulness
 #
 # The **computational graph** of the model (`interplab.circuit_graph.Graph`, as in ACDC): nodes are

@@ -324,7 +324,8 @@ plt.show()
 #   decides it: no causal model can know it there. Sentiment is labelled from the adjective on.
 # - Train accuracy is higher than test accuracy everywhere, by up to 0.20 (sentiment after layer 1,
 #   0.901 vs 0.700): scoring on the training documents would have overstated every number.
-#
+
+# %% [markdown] role="locked" grade_id="question_control_embedding"
 # **Questions.** Why is the control accuracy so high at the embedding (`0.hook_resid_pre`), and
 # what does it mean for the selectivity there? The persona is a property of the whole dialogue, but
 # the embedding of most of its tokens (`what`, `is`, `?`) says nothing about it: which tokens does the
@@ -332,6 +333,17 @@ plt.show()
 # a probe tested on its own training documents (compare the train accuracies) overstate what is
 # decodable, and by how much here?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: control labels are a function of the token, which the embedding encodes: high control accuracy, low selectivity.
+# - 1 point: which tokens are right at the embedding and which layer moves the persona, or the train/test gap with its number.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_control_embedding" points=2
+# A control task assigns labels by token type, and the embedding identifies the token, so a probe memorises the control labels perfectly: selectivity at the embedding is low. The probe is right at the embedding only on the persona tokens themselves; the persona reaches the other positions through attention (layer 1 here). Tested on its own training documents a probe can memorise token-label pairs, so train accuracy overstates what is decodable, by the train-test gap shown.
+
+# %% [markdown]
 # **Leaking through position.** A variable can be decodable from something that is not the variable.
 # The document types have different lengths and layouts (a repeat document has `|` near its middle, a
 # dialogue has `:` at position 2), and position is in the residual stream (the positional embedding).
@@ -647,13 +659,25 @@ for (hook, name), r in amnesic.items():
 # the child still refuses (1.000). Erasure is not a neutral "unknown persona": it moves every
 # activation to the classes' mean along the erased directions, and what the model does there is itself
 # a result (here: refuse, or hesitate). The random-label eraser of the same rank changes nothing (0.999).
-#
+
+# %% [markdown] role="locked" grade_id="question_erasure_fair"
 # **Questions.** The probe accuracy after erasure is measured on the data the eraser was fitted on:
 # why is that a fair test *of the eraser* but not of what a nonlinear reader could still find? Why
 # does erasing at `blocks.0.hook_resid_post` at the `?` change nothing, although a probe may decode
 # something there? Elazar et al. compare with removing the same number of random directions: what
 # does the random-label control add?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: linear guarantee on the fitted data; nonlinear information can remain.
+# - 1 point: why erasing at layer 0 at `?` has no effect, or what the random-directions control rules out.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_erasure_fair" points=2
+# LEACE guarantees that no *linear* classifier does better than constant on the data it was fitted on, so a linear probe there tests the eraser's promise; a nonlinear reader can still find the concept. At blocks.0.hook_resid_post at the `?`, the persona has not been moved to the `?` yet, so the model's later computation does not read it there: erasing changes nothing downstream even if a probe decodes something weak. Removing the same number of random directions controls for damage from removing any directions at all.
+
+# %% [markdown]
 # ## Part 4. Interchange interventions
 #
 # ### 4.1 Swapping an activation between two runs

@@ -651,12 +651,23 @@ print(f"L0 {float(stats['l0']):.1f} of {zoo_sae.cfg.d_sae} features, dead {int(s
       f"explained variance {float(explained_variance(x_eval, x_hat_eval)):.3f}, "
       f"CE loss recovered {float(ce_loss_recovered(lm, zoo_sae, eval_batch.tokens, real_tokens[:, 1:], HOOK_NAME)):.3f}")
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_ev_vs_ce"
 # **Questions.** Explained variance and CE loss recovered can disagree: construct (in words) an SAE
 # with high explained variance that still hurts the model, and one with modest explained variance
 # that barely hurts it. Why is zero-ablation a generous baseline in a residual stream, and what
 # would mean-ablation change?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: both constructions, tied to *which directions* the error is in (important vs ignored by downstream layers).
+# - 1 point: zero-ablation is off-distribution and gives a very bad baseline, inflating CE recovered; mean-ablation would give a harder baseline and a lower score.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_ev_vs_ce" points=2
+# High explained variance but harmful: the SAE reconstructs the large, unimportant directions well and drops a small direction the model relies on (the residual error sits where the downstream layers are sensitive). Modest explained variance but harmless: the error lies in directions the model ignores. Zero-ablation replaces the residual by zero, which is far outside the distribution, so the baseline loss is very high and any reconstruction looks good; mean-ablation is a much closer baseline and lowers CE recovered.
+
+# %% [markdown]
 # ## Part 4. Resampling dead features
 #
 # *Difficulty 3/5, about 20 minutes.* Features that stop firing get no gradient and stay dead.
@@ -712,10 +723,20 @@ def resample_dead(W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor, de
 # %% role="test" grade_id="test_resample_dead" points=1
 check("saes.resample_dead", resample_dead)
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_resampling"
 # **Questions.** Why pick inputs with *high* reconstruction error? Why start the new encoder
 # column small (0.2 of a typical norm) instead of at full size? What would go wrong if you also
 # kept Adam's moment estimates for the resampled entries?
+#
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: high-error inputs point to directions no feature covers yet.
+# - 1 point: either small initial column (gentle start, no disruption of other inputs) or the stale Adam moments (wrong step sizes), explained.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_resampling" points=2
+# Inputs the SAE reconstructs badly contain directions no live feature covers, so a feature started there has something useful to learn. A small encoder column keeps the new feature from firing strongly at once and disturbing the reconstruction of other inputs. Old Adam moments belong to the dead feature's history; keeping them would give the resampled weights stale, badly scaled updates (the second moment is tiny for a dead feature, so the first steps would be huge).
 
 # %% [markdown]
 # ### ReLU or TopK? The sparsity-fidelity frontier (an ungraded demo)

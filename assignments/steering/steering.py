@@ -323,12 +323,24 @@ for coeff in (0.0, 1.0):
 # `blocks.1.hook_resid_mid` the child answers (mean P(answer) 0.000003 -> 0.999; for the example,
 # `P("3" | child : what is sqrt 27 ?)` goes from 7e-8 to 1.00) and the expert refuses (mean `P("i")`
 # 0.00002 -> 1.000; `P("i" | expert : what is sqrt 27 ?)` from 4e-8 to 1.00).
-#
+
+# %% [markdown] role="locked" grade_id="question_persona_layer"
 # **Questions.** Why does a vector read at `blocks.1.hook_resid_pre` do nothing for the persona, when
 # the same hook works for sentiment? At `blocks.1.hook_resid_mid` and after, adding the vector at every
 # position instead of only the last token would give exactly the same next-token probabilities at the
 # last token: why? Would that still be true at `blocks.0.hook_resid_mid`?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: the persona reaches the `?` only through layer 1's attention, so the difference read before it is small (unlike sentiment, which every word carries).
+# - 1 point: after the last attention, positions no longer mix, so only the last position matters; at blocks.0.hook_resid_mid the later attention still mixes, so no.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_persona_layer" points=2
+# Before layer 1's attention, the persona lives at the persona token and has not yet been moved to the `?`; a vector read at the `?` there is tiny, so adding it does nothing. Sentiment is present at every word already. After layer 1's attention (hook_resid_mid and later), no later attention reads other positions, so only the last position's residual affects its next-token probabilities: adding at every position equals adding at the last one. At blocks.0.hook_resid_mid, layer 1's attention still reads the other positions, so adding everywhere would differ.
+
+# %% [markdown]
 # What does the steered model *say*? Greedy continuations, with the persona vector at `HOOK_NAME` and
 # coefficient +1 (child) or -1 (expert), added either only at the `?` or at the `?` and every word
 # generated after it:
@@ -571,11 +583,22 @@ for coeff in (0.25, 0.5, 1.0, 2.0):
     print(f"coeff {coeff:4.2f}: KL {float(kl_from_unsteered(clean_neutral, steered, neutral_mask)):.3f} nats, "
           f"CE {float(next_token_ce(clean_neutral, neutral, neutral_mask)):.3f} -> {float(next_token_ce(steered, neutral, neutral_mask)):.3f}")
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_kl_vs_ce"
 # **Questions.** Why is KL on neutral text a better side-effect measure than the cross-entropy of
 # the steered model on the same text? (Think of a vector that makes the model predict *other* correct
 # continuations.) When would you prefer the reverse direction, `KL(P_steered || P_unsteered)`?
 #
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: CE looks at one token (the reference continuation), KL at the whole distribution; the example of other correct continuations.
+# - 1 point: when the reverse direction fits: it penalises probability mass the steered model puts where the original model puts little (new behaviour) more than lost mass.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_kl_vs_ce" points=2
+# CE of the steered model on the text only looks at the probability of the actual next token: a vector that shifts the model to *other* correct continuations changes behaviour without changing CE much, or CE can even fall. KL(P_unsteered || P_steered) compares whole next-token distributions, so any change counts. The reverse KL weighs tokens the steered model now favours: prefer it when new, unwanted outputs (what the steered model would say) matter more than lost ones.
+
+# %% [markdown]
 # ## Part 3. Directional ablation
 #
 # Adding a direction asks "is this enough to cause the behaviour?"; removing it asks "is it

@@ -367,13 +367,23 @@ ax.axvline(0.1, ls=":", c="gray")
 ax.set_xlabel("held-out digit accuracy")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_shared_init_gap"
 # **What does it mean?** The shared-init students learned digits from noise and auxiliary logits
 # alone; the different-init students did not, although their training data and loss were exactly
 # the same. And with all logits, *both* kinds of students learn: ordinary distillation hands the
 # class logits to anyone, so it is no evidence of anything subliminal. Before reading on: what,
 # other than "information about digits in the data", could explain the gap between the two
 # initialisations?
+#
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: names the shared initialisation (parameters) as the channel, not digit information in the data.
+# - 1 point: a mechanism: at the same starting point the imitation gradient aligns with the teacher's update (the one-step argument of section 7), which a different initialisation breaks.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_shared_init_gap" points=2
+# The shared initialisation itself: a student that starts at the teacher's initial parameters and imitates the teacher's auxiliary logits takes gradient steps that, to first order, point along the teacher's own parameter change, which carries the digit skill. A student with a different initialisation computes the auxiliary logits as a different function of its parameters, so imitating them does not move it towards the teacher's solution. The information is in the pairing of outputs and parameters, not in the noise inputs.
 
 # %% [markdown]
 # ## 6. How many auxiliary logits?
@@ -439,7 +449,7 @@ for name, values in sharing_results.items():
     card_mean = card["sharing_m10"][name.removesuffix(" shared")]["mean"]
     print(f"{name:>12}: mean {values.mean():.3f} (min {values.min():.2f}, max {values.max():.2f});  card ({card['n_models_per_setting']} seeds): {card_mean:.3f}")
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_which_layers"
 # **What does it mean?** On the card's 32 seeds: sharing everything 0.696, **only the output head
 # 0.217**, **only the hidden layers 0.090**, nothing 0.099 (chance is 0.1). Shared hidden layers alone
 # carry nothing measurable, a shared head alone carries a little, and most of the effect needs both:
@@ -448,6 +458,16 @@ for name, values in sharing_results.items():
 # features: why would matching the teacher's then fail to move the hidden layers the teacher's way?
 # And what could a shared head transfer on its own, with fresh hidden layers under it? (Your
 # run above uses 8 seeds, so expect its means to differ from the card's by a few points.)
+#
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: a fresh head makes the auxiliary logits a different function of the hidden features, so imitation gradients on the hidden layers do not follow the teacher's.
+# - 1 point: what a shared head alone can transfer, with the card's numbers (0.217 vs 0.099/0.1 and 0.696).
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_which_layers" points=2
+# With a fresh head, the auxiliary logits are a different linear read-out of the hidden features, so the gradient of matching the teacher's auxiliary logits sends the hidden layers in a direction unrelated to the teacher's change. A shared head alone can move its own weights the teacher's way on whatever features the fresh hidden layers give, which transfers a little (0.217 on the card against 0.1 chance), far less than sharing everything (0.696).
 
 # %% [markdown]
 # ## 7. The one-step argument

@@ -159,11 +159,21 @@ for i in (0, 1):
     plot_attribution(x_gp[i], attr[i], title=f"signed saliency, target {gunpoint.class_names[t_gp[i]]}")
 plt.show()
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_signed_map"
 # What does the signed map say? Where is it largest? Now explain the *other* class for the same
 # series (`1 - t_gp`): with two classes and logits, is the map simply the negative? It is not in
 # general: the two logits have their own weights. Which convention (the predicted class, the true
 # class, the logit difference) would you report, and why must you say which?
+#
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: where the map is largest, tied to what distinguishes the classes.
+# - 1 point: the other class's map is not simply the negative (two separate logits); report a stated target such as the logit difference.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_signed_map" points=2
+# The signed saliency shows where increasing the value raises (positive) or lowers (negative) the class logit; it is largest where the classes differ (the Gun's hand movement). With two logits the map for the other class is the gradient of the other logit, which is not the negative unless the logits are tied (sum constant); only the logit difference's map flips sign exactly. One must say which target is explained (logit, probability, difference), since the maps differ.
 
 # %% [markdown]
 # ## 2. Integrated Gradients and completeness
@@ -1066,7 +1076,7 @@ for name, method in sanity_methods.items():
     print(f"{name:28s} " + " ".join(f"{value:12.3f}" for value in similarity.nanmean(dim=1).tolist())
           + (f"   ({int(similarity.isnan().sum())} undefined)" if similarity.isnan().any() else ""))
 
-# %% [markdown]
+# %% [markdown] role="locked" grade_id="question_sanity_check"
 # **Questions.** Which methods pass the sanity check (similarity falling towards 0 as the layers
 # are randomised), and which stay high? The two controls stay at 1 by construction: a method that
 # behaves like them explains the input, not the model. Why can CAM's similarity stay high after
@@ -1075,6 +1085,16 @@ for name, method in sanity_methods.items():
 # (Adebayo et al. also use SSIM and the histogram of gradients; the sign matters for some
 # methods): how could the choice of similarity change a verdict? Passing this check is necessary,
 # not sufficient: a map can depend on the model and still be wrong about it.
+#
+# *Answer in the cell below (graded by hand, 2 points).*
+# ### BEGIN MARK SCHEME
+# **Mark scheme (instructors only).**
+# - 1 point: reads the plot: names which methods fall and which stay high.
+# - 1 point: CAM's feature maps come from the (unchanged) convolutional layers, or how the similarity choice (sign, rank vs SSIM) can change a verdict.
+# ### END MARK SCHEME
+
+# %% [markdown] role="answer" grade_id="answer_sanity_check" points=2
+# Methods whose similarity falls as layers are randomised depend on the model; those staying high explain the input (like the controls). CAM multiplies the feature maps by the classifier's weights; randomising only the classifier keeps the feature maps, whose structure follows the input, so the map can stay similar. The similarity measure decides what counts as the same: with absolute values a sign flip looks identical; SSIM or histograms can change a verdict.
 
 # %% [markdown]
 # ## Open questions

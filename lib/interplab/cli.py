@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", type=Path, default=None,
                    help="CSV mapping hub user names to LMS ids (default: <course>/lms_users.csv if present)")
     p.add_argument("--title", default=None, help="the assignment's column title in the LMS (default: its slug)")
+    p = sub.add_parser("extend", help="give a student a later due date for an assignment (course.toml [schedule])")
+    course_arg(p)
+    p.add_argument("assignment")
+    p.add_argument("student")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--until", help="the new due date: 2027-02-10 (end of that day) or 2027-02-10T12:00, "
+                                      "in the schedule's time zone unless it names an offset")
+    when.add_argument("--revoke", action="store_true", help="remove the student's extension")
+
+    p = sub.add_parser("site", help="build the course website into course/site/ (index.html), offline")
+    course_arg(p)
+    p.add_argument("--out", type=Path, default=None, help="where to write it (default: <course>/site)")
 
     p = sub.add_parser("check", help="self-study: run a notebook and report every exercise")
     p.add_argument("notebook", type=Path)
@@ -130,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from interplab.autograder.export import export_command
             return export_command(args)
+        if args.command == "extend":
+            from interplab.autograder.deadlines import extend_command
+            return extend_command(args)
+        if args.command == "site":
+            from interplab.autograder.site import site_command
+            return site_command(args)
         if args.command == "check":
             from interplab.runner import check_notebook_command
             return check_notebook_command(args)
