@@ -75,7 +75,7 @@ world = ToyWorld()
 vocab = world.tokenizer.index
 lm = zoo.load("toyworld-lm")
 N_LAYERS = lm.cfg.n_layers
-NOISE_STD = 3 * float(lm.W_E.std())  # ROME's noise level: 3 standard deviations of the embeddings
+NOISE_STD = 3 * float(lm.W_E.detach().std())  # ROME's noise level: 3 standard deviations of the embeddings
 KINDS = ("resid_post", "mlp_out", "attn_out")  # blocks.{layer}.hook_{kind}: the states we restore
 
 
