@@ -207,7 +207,8 @@ def _p_with_delta(model, tokens, layer, new_token, delta) -> float:
     return float(_answer_probs(logits, torch.full((len(tokens),), new_token)).mean())
 
 
-def _value(model, tokens, layer, new_token, target_prob, lr=0.1, max_steps=200, stop=True):
+def _value_without_early_stop(model, tokens, layer, new_token, target_prob, lr, max_steps):
+    """The optimisation run for ``max_steps`` whatever the probability reached (a known mistake)."""
     delta = torch.zeros(model.cfg.d_model, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=lr)
     new = torch.full((len(tokens),), new_token)
@@ -219,8 +220,6 @@ def _value(model, tokens, layer, new_token, target_prob, lr=0.1, max_steps=200, 
     with torch.enable_grad():
         for _ in range(max_steps):
             p = _answer_probs(model.run_with_hooks(tokens, fwd_hooks=[(hook_name, add)]), new)
-            if stop and p.mean() >= target_prob:
-                break
             optimiser.zero_grad()
             (-p.log().mean()).backward()
             optimiser.step()
@@ -228,15 +227,23 @@ def _value(model, tokens, layer, new_token, target_prob, lr=0.1, max_steps=200, 
 
 
 def _same_inputs(output: Any, reference: Any, keys: tuple[str, ...]) -> bool:
-    return all(np.array_equal(np.asarray(output.get(k)), np.asarray(reference[k])) for k in keys)
+    return isinstance(output, dict) and all(np.array_equal(np.asarray(output.get(k)), np.asarray(reference[k])) for k in keys)
+
+
+def _array_problem(value: Any, ref: np.ndarray, what: str) -> str | None:
+    """Why ``value`` is not a finite float array shaped like ``ref`` (None when it is)."""
+    if not isinstance(value, np.ndarray) or value.shape != ref.shape or value.dtype.kind != "f" or not np.isfinite(value).all():
+        return f"expected {what}: a finite float array of shape {tuple(ref.shape)}"
+    return None
 
 
 def _value_judge(output: Any, reference: Any) -> tuple[bool, str]:
-    if not isinstance(output, dict) or not _same_inputs(output, reference, ("tokens", "layer", "new_token", "target_prob")):
+    if not _same_inputs(output, reference, ("tokens", "layer", "new_token", "target_prob")):
         return False, "the check's inputs were changed"
     value, ref = output.get("value"), reference["value"]
-    if not isinstance(value, np.ndarray) or value.shape != ref.shape or value.dtype.kind != "f" or not np.isfinite(value).all():
-        return False, f"expected a finite float vector of shape {tuple(ref.shape)}"
+    problem = _array_problem(value, ref, "the value v*")
+    if problem:
+        return False, problem
     model, _ = _shipped()
     tokens, layer, new_token = torch.as_tensor(reference["tokens"]), int(reference["layer"]), int(reference["new_token"])
     start = _mean_mlp_out(model, tokens, layer)
@@ -300,32 +307,17 @@ def _finetune_call(fn, case: dict[str, Any]) -> dict[str, Any]:
             "linf": -1.0 if case["linf"] is None else case["linf"]}
 
 
-def _finetune(model, tokens, layer, new_token, steps, lr, linf, train=True):
-    original = model.blocks[layer].mlp.W_out.detach().clone()
-    if not train:
-        return original
-    tuned = with_mlp_out(model, layer, original)
-    W = tuned.blocks[layer].mlp.W_out
-    optimiser = torch.optim.Adam([W], lr=lr)
-    new = torch.full((len(tokens),), new_token)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = -_answer_probs(tuned(tokens), new).log().mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if linf is not None:
-                with torch.no_grad():
-                    W.copy_(torch.clamp(W, original - linf, original + linf))
-    return W.detach().clone()
+def _untrained(model, tokens, layer, **_):
+    return model.blocks[layer].mlp.W_out.detach().clone()
 
 
 def _finetune_judge(output: Any, reference: Any) -> tuple[bool, str]:
-    if not isinstance(output, dict) or not _same_inputs(output, reference, ("tokens", "layer", "new_token", "linf")):
+    if not _same_inputs(output, reference, ("tokens", "layer", "new_token", "linf")):
         return False, "the check's inputs were changed"
     W, ref = output.get("W_out"), reference["W_out"]
-    if not isinstance(W, np.ndarray) or W.shape != ref.shape or W.dtype.kind != "f" or not np.isfinite(W).all():
-        return False, f"expected finite float weights of shape {tuple(ref.shape)} (W_out of the layer)"
+    problem = _array_problem(W, ref, "the fine-tuned W_out of the layer")
+    if problem:
+        return False, problem
     model, _ = _shipped()
     layer, linf = int(reference["layer"]), float(reference["linf"])
     tokens, new = torch.as_tensor(reference["tokens"]), torch.full((len(reference["tokens"]),), int(reference["new_token"]))
@@ -384,7 +376,7 @@ EXERCISES = [
     Exercise("editing.target_value", _value_case, call=_value_call, judge=_value_judge, n_public=1, n_hidden=2, probes=[
         Probe("unchanged", lambda model, tokens, layer, **_: _mean_mlp_out(model, tokens, layer),
               "your value is the MLP's own output: optimise a change that makes the model say the new token"),
-        Probe("no_early_stop", lambda **c: _value(**c, lr=0.5, max_steps=40, stop=False),
+        Probe("no_early_stop", lambda **c: _value_without_early_stop(**c, lr=0.5, max_steps=40),
               "your change is far larger than needed: stop as soon as the mean probability reaches target_prob"),
     ]),
     Exercise("editing.rank_one_update", _update_case, tolerances=UPDATE_TOL, probes=[
@@ -399,6 +391,6 @@ EXERCISES = [
         Probe("reversed", lambda **c: _success(**c, reversed_=True), "you counted the other token winning; count preferred > other"),
     ]),
     Exercise("editing.finetune_mlp_out", _finetune_case, call=_finetune_call, judge=_finetune_judge, n_public=1, n_hidden=2,
-             probes=[Probe("untrained", lambda **c: _finetune(**c, train=False),
+             probes=[Probe("untrained", _untrained,
                            "the weights did not move: minimise the mean -log P(new token) with Adam for `steps` steps")]),
 ]
