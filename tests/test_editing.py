@@ -120,7 +120,7 @@ def test_rank_one_update_maps_the_key_to_the_value_and_has_rank_one(ns) -> None:
         assert C.dtype == torch.float64 and torch.allclose(C, C.T)
         key = ns["fact_key"](lm, ns["batch_of"]([ns["fact_prompt"]("tessia", c) for c in ns["CONTEXTS"]]), layer)
         value = torch.randn(lm.cfg.d_model, generator=torch.Generator().manual_seed(layer), dtype=torch.float64) * 5
-        delta = ns["rank_one_update"](mlp.W_out, mlp.b_out, C, key, value)
+        delta = ns["rank_one_update"](mlp.W_out.detach(), mlp.b_out.detach(), C, key, value)
         W = mlp.W_out.double() + delta
         torch.testing.assert_close(key.double() @ W + mlp.b_out.double(), value, rtol=1e-9, atol=1e-9)
         assert int(torch.linalg.matrix_rank(delta)) == 1
