@@ -19,13 +19,15 @@ from interplab.autograder.landing import PAGE_NAME, course_page
 
 from conftest import REPO, make_course
 
-pytest_plugins = ["interplab.autograder.hub_pytest"]  # the session's hub, chromium, browser
+pytest_plugins = ["hub_fixtures"]  # the session's hub, chromium, browser
 
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory) -> Course:
     root = make_course(tmp_path_factory.mktemp("landing"))
-    (root / EXTENSIONS_FILE).write_text(json.dumps({"discovery": {"alice": "2027-02-17T23:59:00+01:00"}}))
+    second = Schedule.of(Course.load(root)).items[1]  # an extension of week 2 for alice, two days long
+    until = (second.due + dt.timedelta(days=2)).replace(hour=23, minute=59)
+    (root / EXTENSIONS_FILE).write_text(json.dumps({second.assignment: {"alice": until.isoformat()}}))
     return Course.load(root)
 
 
@@ -37,8 +39,9 @@ def test_the_course_page_shows_this_week_the_schedule_and_how_grading_works(cour
     assert f"## This week: week {second.week}, `{second.assignment}`" in page
     rows = [line for line in page.splitlines() if line.startswith("| ") and "`" in line]
     assert [row.split("`")[1] for row in rows] == schedule.order(course.known_assignments())  # course order
-    assert "Wed 17 Feb 2027, 23:59 CET" in rows[1]  # alice's extension of discovery ...
-    assert "Wed 17 Feb" not in course_page(course, "bob", now)  # ... is hers alone
+    extended = f"{(second.due + dt.timedelta(days=2)):%a %d %b %Y}, 23:59"
+    assert extended in rows[1]  # alice's extension of week 2 ...
+    assert extended not in course_page(course, "bob", now)  # ... is hers alone
     assert "(not released yet)" in rows[2] and "(not released yet)" not in rows[0]
     objectives = (REPO / "assignments" / second.assignment / f"{second.assignment}.py").read_text()
     assert page.split("After it you will be able to:")[1].split("\n\n")[1].splitlines()[0][2:] in objectives

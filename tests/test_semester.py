@@ -25,7 +25,7 @@ from interplab.autograder.deadlines import LatePolicy, Schedule
 from conftest import REPO, TEST_ASSIGNMENTS, interplab, make_course, read_csv_rows
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["interplab.autograder.hub_pytest"]  # chromium and browser (no hub is started here)
+pytest_plugins = ["hub_fixtures"]  # chromium and browser (no hub is started here)
 
 RUBRIC = "Full marks: names the max subtraction"
 QUESTION = f"""
