@@ -30,9 +30,7 @@ Submissions are never modified: nbgrader reads ``submitted/`` and writes ``autog
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -54,8 +52,9 @@ from interplab.autograder.deadlines import PENALTY_ROW, Schedule, apply_deadline
 from interplab.autograder.executors import Job
 from interplab.autograder.notebooks import released_files, test_cell_ids
 from interplab.autograder.sandbox import ForkServerKernelManager, banner, kernel_manager_for, require_isolation
-from interplab.autograder.store import SECRET_FILE, write_atomic
+from interplab.autograder.store import SECRET_FILE
 from interplab.autograder.submissions import refusal
+from interplab.autograder.totals import number, write_rows
 
 CSV_HEADER = ["student_id", "grade_id", "score", "max_score", "status"]
 INFRASTRUCTURE = "infrastructure error"
@@ -193,25 +192,13 @@ def grade_rows(course: Course, assignment: str, submissions: dict[str, Submissio
             for notebook, cell, max_score, autograded in grade_cells:
                 score = scores.get((notebook, cell))
                 if autograded:
-                    shown = "" if infrastructure else _num(score if score is not None else 0)
-                    rows.append([student, cell, shown, _num(max_score), status])
+                    shown = "" if infrastructure else number(score if score is not None else 0)
+                    rows.append([student, cell, shown, number(max_score), status])
                 elif manual.get((notebook, cell)) is not None and not infrastructure:
-                    rows.append([student, cell, _num(manual[(notebook, cell)]), _num(max_score), "graded by hand"])
+                    rows.append([student, cell, number(manual[(notebook, cell)]), number(max_score), "graded by hand"])
             if due is not None and not infrastructure:
-                rows.append([student, PENALTY_ROW, _num(-penalty), 0, late])
+                rows.append([student, PENALTY_ROW, number(-penalty), 0, late])
     return sorted(rows, key=lambda r: (r[0], r[1]))
-
-
-def _num(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else round(float(value), 4)
-
-
-def write_csv(path: Path, rows: list[list]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
 
 
 @dataclass
@@ -320,7 +307,7 @@ def grade_assignment(course: Course, assignment: str, executor: str = "local", w
             problems.append(recorder.failed[student])
         statuses[student] = "; ".join(problems) or "ok"
     csv_path = course.root / "grades" / f"{assignment}.csv"
-    write_csv(csv_path, grade_rows(course, assignment, submissions, statuses))
+    write_rows(csv_path, [CSV_HEADER, *grade_rows(course, assignment, submissions, statuses)])
     return GradeReport(csv_path, statuses, len(fresh), len(jobs) - len(fresh),
                        sum(len(batch) for _, batch in reference_jobs.values()), len(reference_jobs),
                        kernel_seconds, reference_seconds, sum(bool(s.infrastructure) for s in submissions.values()))
