@@ -47,8 +47,8 @@ from conftest import edit_solution, make_course  # noqa: E402  (the tests' cours
 WRONG = {
     "impl_per_token_loss": "def per_token_loss(logits, tokens):\n"
                            "    return -logits[:, 1:].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]\n",
-    "impl_previous_token_score": "def previous_token_score(pattern):\n"
-                                 "    return pattern.diagonal(0, -2, -1).mean((0, -1))\n",
+    "impl_logit_diff": "def logit_diff(logits, correct, wrong):\n"
+                       "    return logits[:, 0].gather(-1, correct[:, None])[:, 0] - logits[:, 0].gather(-1, wrong[:, None])[:, 0]\n",
 }
 STOCK_CONFIG = """
 c = get_config()

@@ -3,6 +3,7 @@ The same payloads in real Chromium, through real grading and the real formgrader
 from __future__ import annotations
 
 import base64
+import re
 
 import nbformat
 import pytest
@@ -101,6 +102,40 @@ def test_cells_and_metadata_that_pages_write_unescaped_are_cleaned():
     assert out.cells[3].id == "cell-3"
 
 
+def test_only_the_templates_scripts_get_the_nonce():
+    """The nonce goes on the <script> tags of trusted template sources, never on what is rendered
+    into them; each HTML response gets a fresh nonce of the marker's length; the static inline
+    handlers of the templates are allowed by hash, nothing else inline."""
+    import jinja2
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    from interplab.autograder.formgrader_csp import MARKER, policy_transform, source_hash
+
+    templates = {"page.html": '<script>var base = "{{ base }}";</script><b onclick="toggle(1);">x</b>{{ student }}',
+                 "nbconvert.html": "<script>{{ output }}</script>"}
+    env = jinja2.Environment(loader=jinja2.DictLoader(templates))
+    exporter = type("Exporter", (), {"environment": jinja2.Environment(loader=jinja2.DictLoader(templates))})()
+    settings = {"nbgrader_jinja2_env": env, "nbgrader_exporter": exporter}
+    transform = policy_transform("/", settings)
+    request = HTTPServerRequest(start_line=RequestStartLine("GET", "/formgrader/x", "HTTP/1.1"),
+                                headers=HTTPHeaders({"Host": "hub"}))
+    transform(request)  # the first request marks the server's templates (the exporter's: only nbgrader's own files)
+    body = env.get_template("page.html").render(base="/", student="<script>alert(1)</script>").encode()
+    wrapped = exporter.environment.get_template("nbconvert.html").render(output="alert(2)").encode()
+    assert body.count(MARKER.encode()) == 1 and MARKER.encode() not in wrapped
+    nonces = []
+    for _ in range(2):
+        _, headers, out = transform(request).transform_first_chunk(
+            200, HTTPHeaders({"Content-Type": "text/html", "Content-Length": str(len(body))}), body, True)
+        policy = headers["Content-Security-Policy"]
+        nonce = re.search(r"'nonce-([\w-]+)'", policy).group(1)
+        assert len(out) == len(body) and out.count(f'<script nonce="{nonce}">'.encode()) == 1
+        assert b"<script>alert(1)</script>" in out and "unsafe-inline" not in policy.split("style-src")[0]
+        assert f"'unsafe-hashes' '{source_hash('toggle(1);')}'" in policy
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+
+
 @pytest.mark.parametrize("path,content_type,is_file,download", [
     ("/services/formgrader-interplab/formgrader/submissions/abc/", "text/html", False, False),
     ("/services/formgrader-interplab/files/submitted/bob/mini/evil.html", "text/html", True, True),
@@ -113,12 +148,15 @@ def test_cells_and_metadata_that_pages_write_unescaped_are_cleaned():
 def test_formgrader_responses_get_the_policy_of_their_route(path, content_type, is_file, download):
     from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-    from interplab.autograder.formgrader_csp import FILE_POLICY, PAGE_POLICY, policy_transform
+    from interplab.autograder.formgrader_csp import FILE_POLICY, policy_transform
 
     transform = policy_transform("/services/formgrader-interplab/")(
         HTTPServerRequest(start_line=RequestStartLine("GET", path, "HTTP/1.1"), headers=HTTPHeaders({"Host": "hub"})))
     _, headers, _ = transform.transform_first_chunk(200, HTTPHeaders({"Content-Type": content_type}), b"", True)
-    assert headers["Content-Security-Policy"] == (FILE_POLICY if is_file else PAGE_POLICY)
+    if is_file:
+        assert headers["Content-Security-Policy"] == FILE_POLICY
+    else:
+        assert re.search(r"script-src 'self' 'nonce-[\w-]{22}';", headers["Content-Security-Policy"])
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert (headers.get("Content-Disposition") == "attachment") == download
     if download:

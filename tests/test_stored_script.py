@@ -215,7 +215,42 @@ def test_formgrader_shows_the_submission_without_running_it(graded, formgrader, 
     assert raw.headers["Content-Disposition"] == "attachment" and raw.headers["Content-Type"].startswith("text/plain")
     assert raw.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
     page = requests.get(f"{url}/formgrader/submissions/{submission}/", params={"token": token}, timeout=30)
-    assert "object-src 'none'" in page.headers["Content-Security-Policy"]
+    policy = page.headers["Content-Security-Policy"]
+    assert "object-src 'none'" in policy and "'nonce-" in policy
+    assert "unsafe-inline" not in policy.split("style-src")[0]  # no inline script but the templates' own
+
+
+def test_the_formgrader_policy_stops_script_that_got_past_the_sanitiser(graded, formgrader, browser):
+    """The second wall alone: script written straight into the autograded notebook the submission view
+    renders (as if the sanitiser had missed it) does not run, while the formgrader's own inline
+    script and its hashed inline handler (the student-name toggle) still work."""
+    from nbgrader.api import Gradebook
+
+    course, listener = graded
+    url, token = formgrader
+    autograded = course / "autograded" / HONEST / "mini" / "mini.ipynb"
+    original = autograded.read_text()
+    nb = nbformat.reads(original, as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.outputs = [nbformat.v4.new_output("display_data", data={  # one output per MIME type (nbconvert shows one)
+        "text/html": f"<script>{payload(listener.port, 'wall-html')}</script>"
+                     f"<img src=x onerror=\"{payload(listener.port, 'wall-img')}\">"}),
+        nbformat.v4.new_output("display_data", data={"application/javascript": payload(listener.port, "wall-js")})]
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"<script>{payload(listener.port, 'wall-md')}</script>"))
+    nbformat.write(nb, autograded)
+    try:
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "interplab") as gb:
+            submission = gb.find_submission_notebook("mini", "mini", HONEST).id
+        browser.get(f"{url}/formgrader/submissions/{submission}/?token={token}")
+        assert_no_marker(browser, listener, "formgrader submission view with script in the notebook")
+        assert browser.execute_script("return typeof base_url") == "string"  # the template's inline script ran
+        assert all(f"wall-{where}" in browser.page_source for where in ("html", "img", "js", "md"))  # there, inert
+        hidden = browser.find_element("css selector", "span.name-hidden")
+        browser.execute_script("arguments[0].style.display = 'inline'", hidden)
+        hidden.click()  # onclick="toggle_name(true);", allowed by its hash
+        assert browser.find_element("css selector", "span.name-shown").is_displayed()
+    finally:
+        autograded.write_text(original)
 
 
 class Table(HTMLParser):
