@@ -182,7 +182,9 @@ def verify(model) -> dict[str, bool]:
 
 
 def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=print,
-          seed: int | None = None) -> dict[str, Any]:
+          seed: int | None = None, name: str = ZOO_NAME) -> dict[str, Any]:
+    """Train with ``cfg`` and write ``<name>.safetensors`` and ``<name>.json``; ``name`` lets a deeper
+    sibling (``toyworld-lm-4l``) reuse this recipe with its own config and files."""
     from safetensors.torch import save_file
 
     from interplab.zoo import with_seed
@@ -197,7 +199,7 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
     no_decay = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    ckpt = out_dir / f"{ZOO_NAME}.ckpt.pt"
+    ckpt = out_dir / f"{name}.ckpt.pt"
     step, elapsed, cpu = 0, 0.0, 0.0
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=True)
@@ -252,11 +254,11 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
     metrics = {"eval_loss": round(eval_loss, 4), **evaluate(model, world)}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
              if not k.endswith((".IGNORE", ".mask"))}
-    save_file(state, str(out_dir / f"{ZOO_NAME}.safetensors"), metadata={"config": json.dumps(asdict(cfg))})
+    save_file(state, str(out_dir / f"{name}.safetensors"), metadata={"config": json.dumps(asdict(cfg))})
     card = {
-        "name": ZOO_NAME,
-        "description": "2-layer TransformerLens HookedTransformer (LayerNorm, GELU MLPs) on the toy-world language",
-        "recipe": f"interplab zoo train {ZOO_NAME} (lib/interplab/zoo/toyworld_lm.py: train)",
+        "name": name,
+        "description": f"{cfg.n_layers}-layer TransformerLens HookedTransformer (LayerNorm, GELU MLPs) on the toy-world language",
+        "recipe": f"interplab zoo train {name} (lib/interplab/zoo/{name.replace('-', '_')}.py: train)",
         "config": asdict(cfg),
         "seed": cfg.seed,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -268,18 +270,18 @@ def train(out_dir: Path | str = WEIGHTS_DIR, cfg: Config | None = None, log=prin
         "metrics": metrics,
         "metric_definitions": evaluate.__doc__.strip(),
     }
-    (out_dir / f"{ZOO_NAME}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     ckpt.unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return card
 
 
-def load():
-    """The shipped model, in eval mode (offline)."""
+def load(name: str = ZOO_NAME):
+    """The shipped model ``name`` (this one or a sibling trained by :func:`train`), in eval mode (offline)."""
     from safetensors.torch import load_file, safe_open
 
-    path = WEIGHTS_DIR / f"{ZOO_NAME}.safetensors"
+    path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}; run `interplab zoo train {ZOO_NAME}`")
+        raise FileNotFoundError(f"no weights at {path}; run `interplab zoo train {name}`")
     with safe_open(str(path), "pt") as f:
         cfg = Config(**json.loads(f.metadata()["config"]))
     model = build(cfg)
