@@ -4,8 +4,8 @@ Same tokenizer, corpus, width and training recipe (but half the steps, see ``Con
 ``train``/``load``/``verify`` this module reuses); only the depth differs, so that the logit and
 tuned lens have eight intermediate residual points to decode instead of four.
 
-Reproduce: ``interplab zoo train toyworld-lm-4l`` (on 1 thread, about twice the 2-layer model's
-CPU time). Checkpointed and resumable exactly as ``toyworld-lm``.
+Reproduce: ``interplab zoo train toyworld-lm-4l`` (on 1 thread; the card records the time).
+Checkpointed and resumable exactly as ``toyworld-lm``.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ ZOO_NAME = "toyworld-lm-4l"
 class Config(toyworld_lm.Config):
     n_layers: int = 4
     # Half the 2-layer schedule (same warm-up, cosine decay to the same floor): 4000 steps of the
-    # deeper model take over an hour on the shared 2-core course machine; the card's held-out
-    # metrics show that 2000 steps reach the 2-layer model's behaviour.
+    # deeper model take over an hour on the shared 2-core course machine (1-2 s per step on one
+    # thread); whether 2000 reach the 2-layer model's behaviour is what the card's metrics say.
     steps: int = 2000
     threads: int = 1  # the shipped run's thread count, so that a reproduction matches it
 
