@@ -1,5 +1,5 @@
-"""The shipped ``toyworld-lm`` and ``toyworld-sae``: they load offline, are small, have cards, and
-behave as their cards say on held-out prompts.
+"""The shipped ``toyworld-lm``, its 4-layer sibling ``toyworld-lm-4l`` and ``toyworld-sae``: they load
+offline, are small, have cards, and behave as their cards say on held-out prompts.
 
 Held out means: (persona, question) pairs that never occur in a training dialogue (the fact
 itself is stated elsewhere in training), asked after dialogue openings drawn with a seed that
@@ -67,7 +67,41 @@ def test_induction_on_repeated_spans(metrics) -> None:
     assert metrics["first_copy_acc"] < 0.3, "the first copy of a random span should be unpredictable"
 
 
-def test_a_concrete_persona_example(model) -> None:
+@pytest.fixture(scope="module")
+def model_4l():
+    torch.set_num_threads(1)
+    return zoo.load("toyworld-lm-4l")
+
+
+def test_the_4_layer_sibling_is_small_carded_and_the_same_recipe(model_4l) -> None:
+    """``toyworld-lm-4l`` (the probing assignment's lenses): four layers, everything else as
+    ``toyworld-lm`` but the number of steps; its card's held-out metrics pass the same thresholds."""
+    assert zoo.weights_path("toyworld-lm-4l").stat().st_size <= 10 * 2**20
+    card, base = zoo.card("toyworld-lm-4l"), zoo.card("toyworld-lm")
+    assert card["name"] == "toyworld-lm-4l" and "toyworld_lm_4l.py" in card["recipe"]
+    differ = {k for k in card["config"] if card["config"][k] != base["config"].get(k)}
+    assert differ <= {"n_layers", "steps"} and card["config"]["n_layers"] == 4, differ
+    assert card["vocab_size"] == base["vocab_size"] and card["n_ctx"] == base["n_ctx"]
+    for name, threshold in toyworld_lm.THRESHOLDS.items():
+        assert card["metrics"][name] >= threshold, (name, card["metrics"])
+    assert model_4l.cfg.n_layers == 4 and model_4l.cfg.d_model == base["config"]["d_model"]
+    assert model_4l.cfg.d_vocab == len(WORLD.tokenizer)
+
+
+def test_the_4_layer_sibling_recalls_facts_and_copies_spans(model_4l) -> None:
+    facts = WORLD.fact_prompts()[:12]
+    said = toyworld_lm.greedy_continue(model_4l, WORLD, [p for p, _ in facts], 4)
+    assert sum(toyworld_lm._answered(c, e) for c, (_, e) in zip(said, facts)) >= 11, said
+    batch = WORLD.sample(16, 4242, doc_type="repeat")
+    with torch.no_grad():
+        pred = model_4l(batch.tokens)[:, :-1].argmax(-1)
+    second = batch.labels["is_repeat"][:, 1:].bool() & batch.labels["is_repeat"][:, :-1].bool()
+    assert float((pred == batch.tokens[:, 1:])[second].float().mean()) >= 0.9
+
+
+@pytest.mark.parametrize("which", ["model", "model_4l"])
+def test_a_concrete_persona_example(which, request) -> None:
+    model = request.getfixturevalue(which)
     hard = next(n for n in sorted(WORLD.hard) if f"sqrt {n}" in WORLD.held_out_questions("child"))
     prompt = f"child : what is sqrt 16 ? 4 . what is sqrt {hard} ?"
     assert toyworld_lm.greedy_continue(model, WORLD, [prompt], 5)[0] == ["i", "do", "not", "know", "."]
