@@ -19,7 +19,8 @@
     INTERPLAB_HOME_ROOT     students' homes (/home), mode 0700 each
     INTERPLAB_INSTRUCTOR_ACCOUNT  the Unix account owning the course and running the formgrader (ilab-instructors)
     INTERPLAB_SERVER_MEMORY / INTERPLAB_SERVER_CPUS  caps of every server (default: the profile's)
-    INTERPLAB_GPUS          GPU/MIG UUIDs to lease where nvidia-smi is absent (comma-separated)
+    INTERPLAB_GPUS          GPUs to lease where nvidia-smi is absent (comma-separated UUID or
+                            UUID=/dev/nvidiaN: that device file is /dev/null for every other server)
 
 Unsafe combinations (the shared-user local spawner with a real login, a demo login off loopback,
 a public login without TLS, system mode without root) stop the hub at start with one line that

@@ -12,7 +12,8 @@ on loopback.
 server runs as a Unix user of its own, created on first login (``unix_name_template``, uids from
 ``uid_min``-``uid_max``, home 0700), in cgroups that cap its memory, processes and CPU (the grading
 sandbox's cgroups, v1 or v2; the log says what is enforced), with the GPUs of a GPU profile leased
-to it alone (``CUDA_VISIBLE_DEVICES``) until it stops. The course directory, the instructor store
+to it alone until it stops (``CUDA_VISIBLE_DEVICES``, and the device files of every other GPU of the
+inventory are /dev/null in its mount namespace). The course directory, the instructor store
 and the gradebook belong to the instructors' account (``secure_course``), which also runs the
 formgrader and owns nbgrader's exchange, whose own modes keep outbound read-only and inbound
 write-only for students.
@@ -160,6 +161,28 @@ def prepare_exchange(exchange: Path, course_id: str, account: pwd.struct_passwd)
     course_dir.chmod(0o755)
 
 
+CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x00020000, 4096, 16384, 1 << 18
+
+
+def hide_device_files(paths: list[str]) -> None:
+    """In a server's process, before it drops root: a mount namespace of its own in which each of
+    ``paths`` (the device files of GPUs it does not hold) is /dev/null. The server's user cannot
+    undo it (no capability) nor reach the host's mounts; a failure stops the start (fail closed)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    def ok(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), f"hiding GPU device files: {what}: {os.strerror(ctypes.get_errno())}")
+
+    ok(libc.unshare(CLONE_NEWNS), "unshare")
+    ok(libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "private mounts")
+    for path in paths:
+        ok(libc.mount(b"/dev/null", path.encode(), None, ctypes.c_ulong(MS_BIND), None), path)
+
+
 class SystemUserSpawner(LocalProcessSpawner):
     """Each student's server as a Unix user of its own, in cgroups, with leased GPUs."""
 
@@ -170,7 +193,7 @@ class SystemUserSpawner(LocalProcessSpawner):
     home_root = Unicode("/home", config=True, help="students' homes are <home_root>/<unix name>, mode 0700")
     max_processes = Integer(512, config=True, help="processes and threads of one server (cgroup pids.max)")
     configured_gpus = List(Unicode(), config=True,
-                           help="GPU or MIG UUIDs to lease where nvidia-smi is absent")
+                           help="GPUs to lease where nvidia-smi is absent: UUID or UUID=/dev/nvidiaN (device files)")
 
     _leases: profiles.GpuLeases | None = None  # one inventory per hub process, shared by every server
 
@@ -219,11 +242,14 @@ class SystemUserSpawner(LocalProcessSpawner):
     def make_preexec_fn(self, name: str):
         setuid = set_user_setuid(self.unix_name)
         procs = [str(p) for p in self._cgroup.procs_files] if self._cgroup else []
+        hidden = self.leases().hidden_files(self._gpus)
 
         def preexec() -> None:
             for path in procs:  # join the server's cgroups before dropping root: all it starts is counted
                 with open(path, "w") as f:
                     f.write(str(os.getpid()))
+            if hidden:
+                hide_device_files(hidden)
             setuid()
 
         return preexec
@@ -237,11 +263,11 @@ class SystemUserSpawner(LocalProcessSpawner):
         env = super().get_env()
         env["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
         # an empty list hides every GPU from a CPU server
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpus)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in self._gpus)
         return env
 
     async def start(self):
-        self._gpus: list[str] = []
+        self._gpus: list[profiles.Gpu] = []
         self._cgroup = None
         profile = self.profile
         if profile.gpus:
@@ -260,7 +286,8 @@ class SystemUserSpawner(LocalProcessSpawner):
             else:
                 enforced = "nothing (no writable cgroups: run the hub as root on a host that delegates them)"
             self.log.info("server of %s as %s (uid %d), profile %s, GPUs %s; limits enforced: %s",
-                          self.user.name, self.unix_name, account.pw_uid, profile.slug, self._gpus or "none", enforced)
+                          self.user.name, self.unix_name, account.pw_uid, profile.slug,
+                          ", ".join(gpu.uuid for gpu in self._gpus) or "none", enforced)
             return await super().start()
         except BaseException:
             self._release()
