@@ -18,8 +18,9 @@ Modes, chosen by the ``INTERPLAB_MODE`` environment variable:
     judged here: the autograder compares the bundle with hidden references in its own process.
 ``reference``
     Used by ``interplab build`` and ``interplab grade`` on the master notebook: like grading, plus the
-    probes' outputs, so that the build can store the references and the known-wrong answers; one
-    bundle per seed when ``INTERPLAB_HIDDEN_SEED`` lists several (each student's references).
+    probes' outputs on the public inputs, so that the build can store the references and the
+    known-wrong answers; one bundle per seed when ``INTERPLAB_HIDDEN_SEED`` lists several (each
+    student's references).
 
 Everything that leaves the kernel is JSON with arrays as base64 of raw little-endian bytes with a
 whitelisted dtype: never pickle, never code.
@@ -543,6 +544,10 @@ def judge(
 
 def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[str, dict[str, list[Any]]],
               failed_cases: dict[str, list[int]]) -> str | None:
+    """The message of the first probe whose outputs equal the student's on every failed input of the
+    splits it has outputs for (at least one). Reference runs compute probes on the public inputs
+    only: a known mistake shows there too, and probes on every student's hidden inputs cost most of
+    a reference run, for a message, not a score."""
     by_name = {p.name: p for p in exercise.probes}
     for name, probe_outputs in probes.items():
         probe = by_name.get(name)
@@ -550,6 +555,8 @@ def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[st
             continue
         matched = 0
         for split, failed in failed_cases.items():
+            if split not in probe_outputs:
+                continue
             for i in failed:
                 try:
                     ref = probe_outputs[split][i]
@@ -681,9 +688,8 @@ def check(exercise_id: str, obj: Any) -> None:
         if current == "reference":
             for p in exercise.probes:  # public outputs once, after the first seed's run (as a single run does)
                 probes_public.setdefault(p.name, exercise.run(p.fn, "public", PUBLIC_SEED))
-            bundle["seed"] = seed
-            bundle["probes"] = {p.name: {"public": probes_public[p.name], "hidden": exercise.run(p.fn, "hidden", seed)}
-                                for p in exercise.probes}
+            bundle["seed"] = seed  # probes on public inputs only: a mistake is named from those (see _diagnose)
+            bundle["probes"] = {p.name: {"public": probes_public[p.name]} for p in exercise.probes}
         _display(BUNDLE_MIME, bundle, f"<interplab check data for {exercise.id}>")
     # Re-raise the first error so the notebook shows it (and the build's validation can see it).
     for outcome in public:
