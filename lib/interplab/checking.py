@@ -196,6 +196,43 @@ def torch_generator(rng: np.random.Generator):
     return torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
 
 
+class Solutions:
+    """The master's own solutions, for probes written as "the reference with one thing changed":
+    looked up by name in the notebook's namespace (the kernel's, ``__main__`` in plain Python) unless
+    a test binds another with :meth:`bind`. Probes run in the master's reference run only, where
+    those names are the reference solutions."""
+
+    def __init__(self, assignment: str) -> None:
+        self.assignment = assignment
+        self.namespace: dict[str, Any] | None = None
+
+    def bind(self, namespace: dict[str, Any] | None) -> None:
+        self.namespace = namespace
+
+    def reference(self, name: str) -> Callable[..., Any]:
+        namespace = self.namespace
+        if namespace is None:
+            try:
+                from IPython import get_ipython
+
+                shell = get_ipython()
+                namespace = shell.user_ns if shell is not None else None
+            except ImportError:
+                pass
+        fn = (namespace if namespace is not None else vars(sys.modules["__main__"])).get(name)
+        if not callable(fn):
+            raise CheckSpecError(f"probes of {self.assignment} need the reference {name!r}: run them from the master notebook")
+        return fn
+
+    def variant(self, name: str, **changes: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+        """The reference ``name`` called with some arguments replaced (each change maps kwargs -> value)."""
+        return lambda **kwargs: self.reference(name)(**{**kwargs, **{key: change(kwargs) for key, change in changes.items()}})
+
+    def mapped(self, name: str, transform: Callable[[Any, dict[str, Any]], Any]) -> Callable[..., Any]:
+        """The reference ``name``'s output passed through ``transform(output, kwargs)``."""
+        return lambda **kwargs: transform(self.reference(name)(**kwargs), kwargs)
+
+
 # --------------------------------------------------------------------------------------------
 # Data encoding: JSON only, arrays as base64 with a whitelisted dtype
 # --------------------------------------------------------------------------------------------
