@@ -1,7 +1,9 @@
 """The student's first page: the course page's content from the masters and course.toml (this week's
-assignment, the schedule with each student's own due dates, grading and feedback), nbgrader's
-Assignment List in course order (its real manager over a real exchange folder), and, in headless
-Chromium on the session's hub, a student who logs in and lands on the course page."""
+assignment, the schedule with each student's own due dates, grading and feedback), what the hub
+passes in the server's environment and what the server extension makes of it (a real Jupyter
+server writing COURSE.md), nbgrader's Assignment List in course order (its real manager over a real
+exchange folder), and, in headless Chromium on the session's hub, a student who logs in, lands on
+the course page and sees each assignment's week and their own due date in the Assignment List."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,11 +13,19 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-from interplab.autograder.assignment_order import ORDER_ENV, CourseOrderAssignmentList
 from interplab.autograder.course import Course
 from interplab.autograder.deadlines import EXTENSIONS_FILE, Schedule
-from interplab.autograder.landing import PAGE_NAME, course_page
+from interplab.autograder.landing import course_page, student_course
+from interplab.autograder.student_course import (
+    COURSE_ENV,
+    PAGE_NAME,
+    SETTINGS_KEY,
+    CourseOrderAssignmentList,
+    ScheduleHandler,
+)
+from interplab.autograder.syllabus import when
 
 from conftest import REPO, make_course
 
@@ -61,6 +71,59 @@ def test_the_schedule_may_name_assignments_this_course_does_not_have(tmp_path) -
     assert "This week" not in page and "| self-study | `mini`" in page
 
 
+def test_the_hub_passes_the_page_and_each_students_due_dates_in_one_ascii_line(course) -> None:
+    schedule = Schedule.of(course)
+    second = schedule.items[1]
+    now = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+    alice, bob = (student_course(course, name, now) for name in ("alice", "bob"))
+    assert alice["page"] == course_page(course, "alice", now)
+    assert [a["assignment"] for a in alice["assignments"]] == schedule.order(course.known_assignments())
+    assert [a["week"] for a in alice["assignments"][:len(schedule.items)]] == [d.week for d in schedule.items]
+    mine, theirs = (next(a for a in data["assignments"] if a["assignment"] == second.assignment) for data in (alice, bob))
+    until = (second.due + dt.timedelta(days=2)).replace(hour=23, minute=59)  # the fixture's extension
+    assert mine["due"] == when(until.astimezone(schedule.timezone))  # alice's extension ...
+    assert theirs["due"] == when(second.due.astimezone(schedule.timezone))  # ... is hers alone
+    # the environment value: one line of ASCII (any locale, sbatch --export, a pod manifest), and
+    # for the eleven-week course far below Linux's 128 KiB for one variable (MAX_ARG_STRLEN)
+    value = json.dumps(alice, ensure_ascii=True, separators=(",", ":"))
+    assert value.isascii() and "\n" not in value and json.loads(value) == alice
+    print(f"{COURSE_ENV}: {len(value)} bytes for {len(alice['assignments'])} assignments")
+    assert len(schedule.items) >= 11 and len(value) < 16 * 1024
+
+
+def test_the_server_extension_writes_the_page_and_orders_the_list(course, tmp_path, monkeypatch) -> None:
+    """A real Jupyter server started with our extension (and nbgrader's, which it wraps)."""
+    from jupyter_server.serverapp import ServerApp
+
+    data = student_course(course, "alice", dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+    root = tmp_path / "home"
+    root.mkdir()
+    (root / PAGE_NAME).write_text("last start's page")
+    monkeypatch.setenv(COURSE_ENV, json.dumps(data, ensure_ascii=True))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    extension = {"interplab.autograder.student_course": True}
+    app = ServerApp(jpserver_extensions=extension, root_dir=str(root), open_browser=False, port_retries=50)
+    app.initialize(argv=[], find_extensions=False, new_httpserver=False)
+    assert (root / PAGE_NAME).read_text(encoding="utf-8") == data["page"]  # replaced, whole
+    assert not list(root.glob(".*partial"))
+    settings = app.web_app.settings
+    assert settings[SETTINGS_KEY] == data["assignments"]
+    assert settings["assignment_list_manager"].order == [a["assignment"] for a in data["assignments"]]
+    request = HTTPServerRequest(start_line=RequestStartLine("GET", f"{app.base_url}interplab/course-schedule", "HTTP/1.1"),
+                                 headers=HTTPHeaders(Host="127.0.0.1"))
+    assert app.web_app.find_handler(request).handler_class is ScheduleHandler  # the dates, for our lab extension
+
+    # a malformed value: the server still starts, says why in one line, and leaves the old page
+    (root / PAGE_NAME).write_text("kept")
+    monkeypatch.setenv(COURSE_ENV, "{not json")
+    ServerApp.clear_instance()
+    broken = ServerApp(jpserver_extensions=extension, root_dir=str(root), open_browser=False, port_retries=50)
+    broken.initialize(argv=[], find_extensions=False, new_httpserver=False)
+    assert (root / PAGE_NAME).read_text() == "kept" and broken.web_app.settings[SETTINGS_KEY] == []
+    ServerApp.clear_instance()
+
+
 def test_the_assignment_list_is_in_course_order(tmp_path, monkeypatch) -> None:
     outbound = tmp_path / "exchange" / "interplab" / "outbound"
     for slug in ("attribution", "circuits", "zzz-extra"):
@@ -71,9 +134,9 @@ def test_the_assignment_list_is_in_course_order(tmp_path, monkeypatch) -> None:
     (home / "nbgrader_config.py").write_text(
         f"c = get_config()\nc.Exchange.root = {str(tmp_path / 'exchange')!r}\nc.CourseDirectory.course_id = 'interplab'\n")
     monkeypatch.chdir(home)
-    monkeypatch.setenv(ORDER_ENV, "circuits,discovery,attribution")
     manager = CourseOrderAssignmentList()
     manager.root_dir = str(home)
+    manager.order = ["circuits", "discovery", "attribution"]
     answer = manager.list_released_assignments(course_id="interplab")
     assert answer["success"], answer
     assert [a["assignment_id"] for a in answer["value"]] == ["circuits", "attribution", "zzz-extra"]
