@@ -28,6 +28,7 @@ from interplab.autograder.student_course import (
 from interplab.autograder.syllabus import when
 
 from conftest import REPO, make_course
+from hubtools import api_token, login, stop_server
 
 pytest_plugins = ["hub_fixtures"]  # the session's hub, chromium, browser
 
@@ -142,9 +143,33 @@ def test_the_assignment_list_is_in_course_order(tmp_path, monkeypatch) -> None:
     assert [a["assignment_id"] for a in answer["value"]] == ["circuits", "attribution", "zzz-extra"]
 
 
+@pytest.fixture
+def mini_on_the_schedule(course_hub):
+    """The session hub's course with its one assignment, `mini`, on the schedule (week 12, due far
+    ahead: no test's submission is late) and an extension of bob's; restored afterwards. bob's
+    server, if an earlier test started it, is stopped: the hub passes the page at each start."""
+    hub = course_hub
+    toml, extensions = hub.course / "course.toml", hub.course / EXTENSIONS_FILE
+    saved = toml.read_text(), extensions.read_text() if extensions.exists() else None
+    schedule = saved[0].index("\n", saved[0].index("[schedule]"))
+    toml.write_text(saved[0][:schedule] + "\nmini = { week = 12, due = 2099-06-01T09:00:00 }" + saved[0][schedule:])
+    until = dt.datetime(2099, 6, 4, 23, 59, tzinfo=Schedule.of(Course.load(hub.course)).timezone)
+    extensions.write_text(json.dumps({"mini": {"bob": until.isoformat()}}))
+    stop_server(hub, api_token(hub, login(hub, "bob"), "bob"), "bob")
+    try:
+        yield when(until)
+    finally:
+        toml.write_text(saved[0])
+        if saved[1] is None:
+            extensions.unlink()
+        else:
+            extensions.write_text(saved[1])
+
+
 @pytest.mark.slow
-def test_a_student_logs_in_and_lands_on_the_course_page(course_hub, browser, tmp_path) -> None:
-    hub, d = course_hub, browser
+def test_a_student_logs_in_lands_on_the_course_page_and_sees_due_dates_in_the_assignment_list(
+        course_hub, mini_on_the_schedule, browser, tmp_path) -> None:
+    hub, d, bobs_due = course_hub, browser, mini_on_the_schedule
     student = "bob"
     try:
         d.get(f"{hub.url}/hub/login")
@@ -159,11 +184,20 @@ def test_a_student_logs_in_and_lands_on_the_course_page(course_hub, browser, tmp
         assert f"Welcome to interplab, {student}" in text
         for heading in ("Schedule", "How checks and grading work", "Where feedback appears"):
             assert heading in text
-        assert "mini" in text  # the hub's one assignment, as the course knows it
+        assert "This week: week 12, mini" in text and bobs_due in text  # his own due date, extension included
         tab = d.find_element(By.XPATH, f"//li[contains(@class,'lm-TabBar-tab')][contains(., '{PAGE_NAME}')]")
         assert "lm-mod-current" in tab.get_attribute("class")  # open in front, rendered
+
+        # nbgrader's Assignment List, from the menu bar, each row annotated by our lab extension
+        wait.until(EC.element_to_be_clickable(
+            (By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Nbgrader']]"))).click()
+        wait.until(EC.element_to_be_clickable(
+            (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Assignment List']]"))).click()
+        notes = wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#nbgrader-assignment-list .interplab-due"))
+        rows = [note.find_element(By.XPATH, "./..").text for note in notes]
+        assert rows and all(row == f"mini (week 12, due {bobs_due})" for row in rows), rows
     except Exception:
         d.save_screenshot(str(tmp_path / "failure.png"))
         print("screenshot:", tmp_path / "failure.png")
         raise
-    assert "## Schedule" in (hub.data / "home" / student / PAGE_NAME).read_text()  # written by the hub at spawn
+    assert "## Schedule" in (hub.data / "home" / student / PAGE_NAME).read_text()  # written by bob's server

@@ -49,7 +49,11 @@
     description: "Week and due date beside each assignment in nbgrader's Assignment List.",
     autoStart: true,
     activate: function () {
-      fetch(baseUrl() + "interplab/course-schedule", { credentials: "same-origin" })
+      // as JupyterLab's own requests do: JupyterHub's single-user server accepts a cookie-
+      // authenticated fetch only with the _xsrf cookie's value echoed in X-XSRFToken
+      var xsrf = document.cookie.match("\\b_xsrf=([^;]*)\\b");
+      var headers = xsrf ? { "X-XSRFToken": xsrf[1] } : {};
+      fetch(baseUrl() + "interplab/course-schedule", { credentials: "same-origin", headers: headers })
         .then(function (response) {
           if (!response.ok) {
             throw new Error("GET interplab/course-schedule: HTTP " + response.status);
