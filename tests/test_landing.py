@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shutil
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -144,22 +146,38 @@ def test_the_assignment_list_is_in_course_order(tmp_path, monkeypatch) -> None:
 
 
 @pytest.fixture
-def mini_on_the_schedule(course_hub):
-    """The session hub's course with its one assignment, `mini`, on the schedule (week 12, due far
-    ahead: no test's submission is late) and an extension of bob's; restored afterwards. bob's
-    server, if an earlier test started it, is stopped: the hub passes the page at each start."""
+def two_scheduled_assignments(course_hub, tmp_path):
+    """The session hub's course, for this test only, with two released assignments whose course
+    order is not nbgrader's alphabetical one: `mini` in week 1 and `attribution` in week 7 (the real
+    master beside the test one, its release a placeholder notebook in the exchange), both due far
+    ahead (no test's submission is late), and an extension of bob's for `mini`. bob's server, if an
+    earlier test started it, is stopped: the hub passes the page at each start. All restored after."""
     hub = course_hub
     toml, extensions = hub.course / "course.toml", hub.course / EXTENSIONS_FILE
     saved = toml.read_text(), extensions.read_text() if extensions.exists() else None
-    schedule = saved[0].index("\n", saved[0].index("[schedule]"))
-    toml.write_text(saved[0][:schedule] + "\nmini = { week = 12, due = 2099-06-01T09:00:00 }" + saved[0][schedule:])
-    until = dt.datetime(2099, 6, 4, 23, 59, tzinfo=Schedule.of(Course.load(hub.course)).timezone)
+    masters = tmp_path / "assignments"
+    masters.mkdir()
+    (masters / "mini").symlink_to(Course.load(hub.course).assignments_dir / "mini")
+    (masters / "attribution").symlink_to(REPO / "assignments" / "attribution")
+    released = hub.exchange / "interplab" / "outbound" / "attribution"
+    released.mkdir()
+    (released / "attribution.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    text = re.sub(r'(?m)^assignments_dir = .*$', f"assignments_dir = {str(masters)!r}", saved[0])
+    schedule = text.index("\n", text.index("[schedule]"))
+    text = text[:schedule] + "\nmini = { week = 1, due = 2099-06-01T09:00:00 }\nattribution = { week = 7, due = 2099-07-13T09:00:00 }" \
+        + text[schedule:]
+    text = re.sub(r"(?m)^attribution = \{ week = 7, due = 2027.*\n", "", text)  # the course's own entry
+    toml.write_text(text)
+    zone = Schedule.of(Course.load(hub.course)).timezone
+    until = dt.datetime(2099, 6, 4, 23, 59, tzinfo=zone)
     extensions.write_text(json.dumps({"mini": {"bob": until.isoformat()}}))
     stop_server(hub, api_token(hub, login(hub, "bob"), "bob"), "bob")
     try:
-        yield when(until)
+        yield {"mini": f"week 1, due {when(until)}",
+               "attribution": f"week 7, due {when(dt.datetime(2099, 7, 13, 9, tzinfo=zone))}"}
     finally:
         toml.write_text(saved[0])
+        shutil.rmtree(released)
         if saved[1] is None:
             extensions.unlink()
         else:
@@ -168,8 +186,8 @@ def mini_on_the_schedule(course_hub):
 
 @pytest.mark.slow
 def test_a_student_logs_in_lands_on_the_course_page_and_sees_due_dates_in_the_assignment_list(
-        course_hub, mini_on_the_schedule, browser, tmp_path) -> None:
-    hub, d, bobs_due = course_hub, browser, mini_on_the_schedule
+        course_hub, two_scheduled_assignments, browser, tmp_path) -> None:
+    hub, d, expected = course_hub, browser, two_scheduled_assignments
     student = "bob"
     try:
         d.get(f"{hub.url}/hub/login")
@@ -184,7 +202,7 @@ def test_a_student_logs_in_lands_on_the_course_page_and_sees_due_dates_in_the_as
         assert f"Welcome to interplab, {student}" in text
         for heading in ("Schedule", "How checks and grading work", "Where feedback appears"):
             assert heading in text
-        assert "This week: week 12, mini" in text and bobs_due in text  # his own due date, extension included
+        assert "This week: week 1, mini" in text and expected["mini"].split("due ")[1] in text  # his own due date
         tab = d.find_element(By.XPATH, f"//li[contains(@class,'lm-TabBar-tab')][contains(., '{PAGE_NAME}')]")
         assert "lm-mod-current" in tab.get_attribute("class")  # open in front, rendered
 
@@ -193,9 +211,11 @@ def test_a_student_logs_in_lands_on_the_course_page_and_sees_due_dates_in_the_as
             (By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Nbgrader']]"))).click()
         wait.until(EC.element_to_be_clickable(
             (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Assignment List']]"))).click()
-        notes = wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#nbgrader-assignment-list .interplab-due"))
-        rows = [note.find_element(By.XPATH, "./..").text for note in notes]
-        assert rows and all(row == f"mini (week 12, due {bobs_due})" for row in rows), rows
+        released = "#released_assignments_list > .list_item .item_name"
+        wait.until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, f"{released} .interplab-due")) == 2)
+        rows = [row.text for row in d.find_elements(By.CSS_SELECTOR, released)]
+        # course order (nbgrader's own is by name), each with its week and bob's own due date
+        assert rows == [f"{slug} ({expected[slug]})" for slug in ("mini", "attribution")], rows
     except Exception:
         d.save_screenshot(str(tmp_path / "failure.png"))
         print("screenshot:", tmp_path / "failure.png")
