@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
+import shutil
 import socketserver
 import threading
 from pathlib import Path
@@ -22,10 +24,11 @@ from jupyterhub.app import JupyterHub
 
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import DemoAuthenticator
-from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner
+from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner, SystemUserSpawner
 from interplab.autograder.student_course import COURSE_ENV
 
 from conftest import make_course
+from hubtools import delete_accounts, system_mode
 
 pytestmark = pytest.mark.slow  # each test initialises a whole JupyterHub (a few seconds)
 
@@ -107,6 +110,28 @@ def course_in(env: dict[str, str], student: str) -> bool:
     (autograder/landing.py; written by the server, autograder/student_course.py)."""
     course = json.loads(env[COURSE_ENV])
     return course["page"].startswith(f"# Welcome to interplab, {student}") and isinstance(course["assignments"], list)
+
+
+def test_system_spawner_passes_the_course_page(hub_env, monkeypatch):
+    """Our own spawner, built from the config as root builds it (the config creates the
+    instructors' Unix account; the spawner creates alice's as its start does)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("system mode creates Unix users: run as root with useradd (CI runs as root)")
+    prefix = f"ilsp{os.getpid() % 100000}"
+    base, env = system_mode(prefix, (63100, 63199))  # a uid range no other test uses
+    try:
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        _, spawner = hub_spawner("alice")
+        assert type(spawner) is SystemUserSpawner
+        spawner.account()
+        spawner._gpus = []  # what start() leases; a CPU server here
+        env = spawner.get_env()
+        assert env["USER"] == f"{prefix}-alice" and course_in(env, "alice")
+        assert spawner.default_url == "/lab/tree/COURSE.md"
+    finally:
+        delete_accounts(prefix)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_demo_login_refuses_anything_but_loopback(hub_env, monkeypatch):
