@@ -102,8 +102,11 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     except StudentCourseError as exc:  # the student still gets a working server, without the page
         server_app.log.error("%s", exc)
         course = {"page": "", "assignments": []}
-    written = write_page(Path(server_app.root_dir), course["page"])
-    server_app.log.info("course page: %s", written or f"none ({COURSE_ENV} is empty)")
+    try:
+        written = write_page(Path(server_app.root_dir), course["page"])
+        server_app.log.info("course page: %s", written or f"none ({COURSE_ENV} is empty)")
+    except OSError as exc:  # a read-only or full home: the Assignment List still works
+        server_app.log.error("course page not written to %s: %s", server_app.root_dir, exc)
     handlers.load_jupyter_server_extension(server_app)
     settings = server_app.web_app.settings
     manager = CourseOrderAssignmentList(parent=server_app)
