@@ -35,7 +35,6 @@ import os
 import sys
 from pathlib import Path
 
-from interplab.autograder.assignment_order import ORDER_ENV as COURSE_ORDER_ENV
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import DEMO_INSTRUCTOR, DEMO_STUDENTS, DemoAuthenticator, demo_accounts
 from interplab.autograder.hub.spawners import (
@@ -49,9 +48,10 @@ from interplab.autograder.hub.spawners import (
     refusal,
     secure_course,
 )
-from interplab.autograder.landing import PAGE_NAME as COURSE_PAGE
-from interplab.autograder.landing import course_order_of, course_page_hook
+from interplab.autograder.landing import course_environment
 from interplab.autograder.sandbox.policy import parse_size
+from interplab.autograder.student_course import COURSE_ENV
+from interplab.autograder.student_course import PAGE_NAME as COURSE_PAGE
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -234,7 +234,7 @@ c.JupyterHub.services = [
 ]
 
 # --- single-user servers -------------------------------------------------------------------------
-c.Spawner.default_url = "/lab"
+c.Spawner.default_url = f"/lab/tree/{COURSE_PAGE}"  # the course page (COURSE_ENV below)
 # A server's own token: JupyterHub's defaults plus the user's groups, which nbgrader's
 # JupyterHubAuthPlugin reads to list the student's courses.
 c.Spawner.server_token_scopes = [
@@ -255,14 +255,13 @@ EXCHANGE_OUTBOUND = f"{EXCHANGE}/{COURSE_ID}/outbound"
 EXCHANGE_INBOUND = f"{EXCHANGE}/{COURSE_ID}/inbound"
 EXCHANGE_FEEDBACK = f"{EXCHANGE}/{COURSE_ID}/feedback"
 
-# nbgrader's Assignment List in course order (course.toml [schedule]; autograder/assignment_order.py)
-c.Spawner.environment[COURSE_ORDER_ENV] = ",".join(course_order_of(COURSE))
+# The student's course page and due dates, made at each start (autograder/landing.py) and passed
+# in the environment, which every spawner below forwards; the server writes the page into its
+# root directory and JupyterLab opens on it (default_url; autograder/student_course.py)
+c.Spawner.environment[COURSE_ENV] = course_environment(COURSE, Path(EXCHANGE))
 
 if SPAWNER == "local":
     c.JupyterHub.spawner_class = CourseLocalSpawner
-    # JupyterLab opens on the course page, written into the home before each start (autograder/landing.py)
-    c.Spawner.pre_spawn_hook = course_page_hook(COURSE, Path(EXCHANGE))
-    c.Spawner.default_url = f"/lab/tree/{COURSE_PAGE}"
     c.CourseLocalSpawner.home_dir_template = str(DATA / "home" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
