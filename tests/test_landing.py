@@ -103,4 +103,4 @@ def test_a_student_logs_in_and_lands_on_the_course_page(course_hub, browser, tmp
         d.save_screenshot(str(tmp_path / "failure.png"))
         print("screenshot:", tmp_path / "failure.png")
         raise
-    assert "## Schedule" in (hub.data / "home" / student / PAGE_NAME).read_text()  # written by the hub at spawn
+    assert "## Schedule" in (hub.home(student) / PAGE_NAME).read_text()  # written by the hub at spawn

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
+import pwd
+import shutil
 import socketserver
 import threading
 from pathlib import Path
@@ -23,6 +26,8 @@ from jupyterhub.app import JupyterHub
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import DemoAuthenticator
 from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner
+
+from hubtools import delete_accounts, demo_mode
 
 pytestmark = pytest.mark.slow  # each test initialises a whole JupyterHub (a few seconds)
 
@@ -54,7 +59,15 @@ def hub_env(tmp_path, monkeypatch):
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)  # KubeSpawner loads one; nothing is contacted
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    demo = None
+    if os.geteuid() == 0:  # the local spawner's servers then run as a demo account: this test's own
+        demo = demo_mode(f"ils{os.getpid()}")
+        for var, value in demo[1].items():
+            monkeypatch.setenv(var, value)
+    yield tmp_path
+    if demo:
+        delete_accounts(f"ils{os.getpid()}")
+        shutil.rmtree(demo[0], ignore_errors=True)
 
 
 def hub_spawner(user: str = "alice"):
@@ -81,11 +94,17 @@ def test_local_spawner_is_the_default_with_homes_under_the_data_dir(hub_env):
     app, spawner = hub_spawner("alice")
     assert type(spawner) is CourseLocalSpawner
     assert isinstance(app.authenticator, DemoAuthenticator)
-    assert spawner.home_dir == str(hub_env / "data" / "home" / "alice")
     env = spawner.get_env()
+    if os.geteuid() == 0:  # never a root server: the demo account's, with HOMEs under its home
+        account = pwd.getpwnam(os.environ["INTERPLAB_DEMO_ACCOUNT"])
+        assert spawner.demo_account == account.pw_name and account.pw_uid >= 1000
+        assert spawner.home_dir == os.path.join(account.pw_dir, "alice")
+        assert env["INTERPLAB_EXCHANGE"] == os.environ["INTERPLAB_EXCHANGE"]
+    else:
+        assert spawner.demo_account == "" and spawner.home_dir == str(hub_env / "data" / "home" / "alice")
+        assert env["INTERPLAB_EXCHANGE"] == str(hub_env / "course" / "exchange")
     assert env["HOME"] == spawner.home_dir and env["JUPYTERHUB_USER"] == "alice"
     assert env["JUPYTER_CONFIG_PATH"] == str(SINGLEUSER_CONFIG)
-    assert env["INTERPLAB_EXCHANGE"] == str(hub_env / "course" / "exchange")
     assert spawner.default_url == "/lab/tree/COURSE.md"  # the course page (autograder/landing.py, test_landing.py)
     assert spawner.pre_spawn_hook is not None and "INTERPLAB_COURSE_ORDER" in env
     # the course groups and the roles that hang on them
