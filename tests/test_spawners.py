@@ -60,10 +60,12 @@ def hub_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     monkeypatch.chdir(tmp_path)
     demo = None
-    if os.geteuid() == 0:  # the local spawner's servers then run as a demo account: this test's own
-        demo = demo_mode(f"ils{os.getpid()}")
+    if os.geteuid() == 0:  # the local spawner's servers then run as a demo account: this test's own,
+        demo = demo_mode(f"ils{os.getpid()}")  # with the course (and its exchange) where it may read
         for var, value in demo[1].items():
-            monkeypatch.setenv(var, value)
+            if var != "INTERPLAB_EXCHANGE":  # each spawner's own default stays
+                monkeypatch.setenv(var, value)
+        monkeypatch.setenv("INTERPLAB_COURSE", str(demo[0] / "course"))
     yield tmp_path
     if demo:
         delete_accounts(f"ils{os.getpid()}")
@@ -99,10 +101,9 @@ def test_local_spawner_is_the_default_with_homes_under_the_data_dir(hub_env):
         account = pwd.getpwnam(os.environ["INTERPLAB_DEMO_ACCOUNT"])
         assert spawner.demo_account == account.pw_name and account.pw_uid >= 1000
         assert spawner.home_dir == os.path.join(account.pw_dir, "alice")
-        assert env["INTERPLAB_EXCHANGE"] == os.environ["INTERPLAB_EXCHANGE"]
     else:
         assert spawner.demo_account == "" and spawner.home_dir == str(hub_env / "data" / "home" / "alice")
-        assert env["INTERPLAB_EXCHANGE"] == str(hub_env / "course" / "exchange")
+    assert env["INTERPLAB_EXCHANGE"] == os.path.join(os.environ["INTERPLAB_COURSE"], "exchange")
     assert env["HOME"] == spawner.home_dir and env["JUPYTERHUB_USER"] == "alice"
     assert env["JUPYTER_CONFIG_PATH"] == str(SINGLEUSER_CONFIG)
     assert spawner.default_url == "/lab/tree/COURSE.md"  # the course page (autograder/landing.py, test_landing.py)
