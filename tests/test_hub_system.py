@@ -155,6 +155,11 @@ def test_unsafe_configurations_are_refused_with_one_line():
         assert why and words in why and "\n" not in why, (spawner, auth, host, why)
     # students' uids never reach root or system accounts
     assert "uid range" in refusal("system", "native", "127.0.0.1", 0, True, 0, 100)
+    # the local demo as root runs its servers as the demo account, or not at all
+    closed = "the demo account interplab-demo cannot run /root/python (Permission denied)"
+    why = refusal("local", "demo", "127.0.0.1", 0, False, 20000, 29999, demo_account_error=closed)
+    assert why.startswith("refusing to start: as root") and closed in why and "\n" not in why
+    assert refusal("local", "demo", "127.0.0.1", 1000, False, 20000, 29999, demo_account_error=closed) is None
 
 
 def test_the_hub_exits_at_start_with_the_reason(tmp_path):
@@ -164,6 +169,12 @@ def test_the_hub_exits_at_start_with_the_reason(tmp_path):
                            "--show-config"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "refusing to start: INTERPLAB_SPAWNER=local runs every student's server" in proc.stderr
+    if os.geteuid() == 0:  # the demo as root, asked to run its servers as a system account
+        env.update(INTERPLAB_AUTH="demo", INTERPLAB_DEMO_ACCOUNT="daemon")
+        proc = subprocess.run([sys.executable, "-m", "jupyterhub", "-f", str(Path(__file__).parents[1] / "jupyterhub_config.py"),
+                               "--show-config"], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert "refusing to start: as root" in proc.stderr and "the Unix user daemon exists with uid" in proc.stderr
 
 
 def test_gpu_leases_are_exclusive_and_return():

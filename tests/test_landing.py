@@ -220,4 +220,4 @@ def test_a_student_logs_in_lands_on_the_course_page_and_sees_due_dates_in_the_as
         d.save_screenshot(str(tmp_path / "failure.png"))
         print("screenshot:", tmp_path / "failure.png")
         raise
-    assert "## Schedule" in (hub.data / "home" / student / PAGE_NAME).read_text()  # written by bob's server
+    assert "## Schedule" in (hub.home(student) / PAGE_NAME).read_text()  # written by bob's server

@@ -12,6 +12,7 @@ import asyncio
 import http.server
 import json
 import os
+import pwd
 import shutil
 import socketserver
 import threading
@@ -28,7 +29,7 @@ from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpaw
 from interplab.autograder.student_course import COURSE_ENV
 
 from conftest import make_course
-from hubtools import delete_accounts, system_mode
+from hubtools import delete_accounts, demo_mode, system_mode
 
 pytestmark = pytest.mark.slow  # each test initialises a whole JupyterHub (a few seconds)
 
@@ -60,7 +61,17 @@ def hub_env(tmp_path, monkeypatch):
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)  # KubeSpawner loads one; nothing is contacted
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    demo = None
+    if os.geteuid() == 0:  # the local spawner's servers then run as a demo account: this test's own,
+        demo = demo_mode(f"ils{os.getpid()}")  # with the course (and its exchange) where it may read
+        for var, value in demo[1].items():
+            if var != "INTERPLAB_EXCHANGE":  # each spawner's own default stays
+                monkeypatch.setenv(var, value)
+        monkeypatch.setenv("INTERPLAB_COURSE", str(make_course(demo[0])))
+    yield tmp_path
+    if demo:
+        delete_accounts(f"ils{os.getpid()}")
+        shutil.rmtree(demo[0], ignore_errors=True)
 
 
 def hub_spawner(user: str = "alice"):
@@ -87,11 +98,16 @@ def test_local_spawner_is_the_default_with_homes_under_the_data_dir(hub_env):
     app, spawner = hub_spawner("alice")
     assert type(spawner) is CourseLocalSpawner
     assert isinstance(app.authenticator, DemoAuthenticator)
-    assert spawner.home_dir == str(hub_env / "data" / "home" / "alice")
     env = spawner.get_env()
+    if os.geteuid() == 0:  # never a root server: the demo account's, with HOMEs under its home
+        account = pwd.getpwnam(os.environ["INTERPLAB_DEMO_ACCOUNT"])
+        assert spawner.demo_account == account.pw_name and account.pw_uid >= 1000
+        assert spawner.home_dir == os.path.join(account.pw_dir, "alice")
+    else:
+        assert spawner.demo_account == "" and spawner.home_dir == str(hub_env / "data" / "home" / "alice")
+    assert env["INTERPLAB_EXCHANGE"] == os.path.join(os.environ["INTERPLAB_COURSE"], "exchange")
     assert env["HOME"] == spawner.home_dir and env["JUPYTERHUB_USER"] == "alice"
     assert env["JUPYTER_CONFIG_PATH"] == str(SINGLEUSER_CONFIG)
-    assert env["INTERPLAB_EXCHANGE"] == str(hub_env / "course" / "exchange")
     assert spawner.default_url == "/lab/tree/COURSE.md"  # the course page (autograder/landing.py, test_landing.py)
     assert course_in(env, "alice")
     # the course groups and the roles that hang on them
