@@ -147,10 +147,11 @@ def test_the_assignment_list_is_in_course_order(tmp_path, monkeypatch) -> None:
 
 @pytest.fixture
 def two_scheduled_assignments(course_hub, tmp_path):
-    """The session hub's course, for this test only, with two released assignments whose course
-    order is not nbgrader's alphabetical one: `mini` in week 1 and `attribution` in week 7 (the real
-    master beside the test one, its release a placeholder notebook in the exchange), both due far
-    ahead (no test's submission is late), and an extension of bob's for `mini`. bob's server, if an
+    """The session hub's course, for this test only, with three released assignments whose course
+    order is not nbgrader's alphabetical one: `mini` in week 1 (another test may have fetched and
+    submitted it already), `circuits` in week 2 and `attribution` in week 7 (real masters beside the
+    test one, their releases placeholder notebooks in the exchange), all due far ahead (no test's
+    submission is late), and an extension of bob's for `mini`. bob's server, if an
     earlier test started it, is stopped: the hub passes the page at each start. All restored after."""
     hub = course_hub
     toml, extensions = hub.course / "course.toml", hub.course / EXTENSIONS_FILE
@@ -158,15 +159,18 @@ def two_scheduled_assignments(course_hub, tmp_path):
     masters = tmp_path / "assignments"
     masters.mkdir()
     (masters / "mini").symlink_to(Course.load(hub.course).assignments_dir / "mini")
-    (masters / "attribution").symlink_to(REPO / "assignments" / "attribution")
-    released = hub.exchange / "interplab" / "outbound" / "attribution"
-    released.mkdir()
-    (released / "attribution.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    placeholders = []
+    for slug in ("circuits", "attribution"):
+        (masters / slug).symlink_to(REPO / "assignments" / slug)
+        released = hub.exchange / "interplab" / "outbound" / slug
+        released.mkdir()
+        (released / f"{slug}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        placeholders.append(released)
     text = re.sub(r'(?m)^assignments_dir = .*$', f"assignments_dir = {str(masters)!r}", saved[0])
     schedule = text.index("\n", text.index("[schedule]"))
-    text = text[:schedule] + "\nmini = { week = 1, due = 2099-06-01T09:00:00 }\nattribution = { week = 7, due = 2099-07-13T09:00:00 }" \
-        + text[schedule:]
-    text = re.sub(r"(?m)^attribution = \{ week = 7, due = 2027.*\n", "", text)  # the course's own entry
+    text = text[:schedule] + "\nmini = { week = 1, due = 2099-06-01T09:00:00 }\ncircuits = { week = 2, due = 2099-06-22T09:00:00 }" \
+        "\nattribution = { week = 7, due = 2099-07-13T09:00:00 }" + text[schedule:]
+    text = re.sub(r"(?m)^(circuits|attribution) = \{ week = \d+, due = 2027.*\n", "", text)  # the course's own entries
     toml.write_text(text)
     zone = Schedule.of(Course.load(hub.course)).timezone
     until = dt.datetime(2099, 6, 4, 23, 59, tzinfo=zone)
@@ -174,10 +178,12 @@ def two_scheduled_assignments(course_hub, tmp_path):
     stop_server(hub, api_token(hub, login(hub, "bob"), "bob"), "bob")
     try:
         yield {"mini": f"week 1, due {when(until)}",
+               "circuits": f"week 2, due {when(dt.datetime(2099, 6, 22, 9, tzinfo=zone))}",
                "attribution": f"week 7, due {when(dt.datetime(2099, 7, 13, 9, tzinfo=zone))}"}
     finally:
         toml.write_text(saved[0])
-        shutil.rmtree(released)
+        for released in placeholders:
+            shutil.rmtree(released)
         if saved[1] is None:
             extensions.unlink()
         else:
@@ -211,11 +217,18 @@ def test_a_student_logs_in_lands_on_the_course_page_and_sees_due_dates_in_the_as
             (By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Nbgrader']]"))).click()
         wait.until(EC.element_to_be_clickable(
             (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Assignment List']]"))).click()
-        released = "#released_assignments_list > .list_item .item_name"
-        wait.until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, f"{released} .interplab-due")) == 2)
-        rows = [row.text for row in d.find_elements(By.CSS_SELECTOR, released)]
-        # course order (nbgrader's own is by name), each with its week and bob's own due date
-        assert rows == [f"{slug} ({expected[slug]})" for slug in ("mini", "attribution")], rows
+        lists = ("released", "fetched", "submitted")
+        every_row = ", ".join(f"#{name}_assignments_list > .list_item > .col-md-12 > .item_name" for name in lists)
+        wait.until(lambda drv: (rows := drv.find_elements(By.CSS_SELECTOR, every_row))
+                   and len(drv.find_elements(By.CSS_SELECTOR, ".interplab-due")) == len(rows)
+                   and any(r.text.startswith("attribution") for r in rows))
+        rows = [row.text for row in d.find_elements(By.CSS_SELECTOR, every_row)]
+        # every row with its week and bob's own due date (mini: released, or fetched and submitted earlier)
+        assert all(row == f"{row.split()[0]} ({expected[row.split()[0]]})" for row in rows), rows
+        assert any(row.startswith("mini ") for row in rows), rows
+        # released ones in course order (nbgrader's own is by name: attribution before circuits)
+        released = [row.text.split()[0] for row in d.find_elements(By.CSS_SELECTOR, f"#{lists[0]}_assignments_list .item_name")]
+        assert [slug for slug in released if slug != "mini"] == ["circuits", "attribution"], released
     except Exception:
         d.save_screenshot(str(tmp_path / "failure.png"))
         print("screenshot:", tmp_path / "failure.png")
