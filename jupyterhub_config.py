@@ -6,7 +6,7 @@
     INTERPLAB_SSL_CERT / INTERPLAB_SSL_KEY           TLS certificate and key files (PEM) for a public hub;
                         INTERPLAB_TLS_TERMINATED=1 when a proxy in front terminates TLS instead
     INTERPLAB_HUB_API_PORT / INTERPLAB_PROXY_API_PORT / INTERPLAB_FORMGRADER_PORT  (8081/8001/8002)
-    INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes (default .hub/)
+    INTERPLAB_HUB_DATA  the hub's state: database, cookie secret, demo homes unless the hub is root (default .hub/)
     INTERPLAB_HUB_DB_URL  the hub's database (default SQLite in INTERPLAB_HUB_DATA; PostgreSQL:
                         postgresql+psycopg://user@host/db)
     INTERPLAB_COURSE    nbgrader course root (default course/); INTERPLAB_COURSE_ID (interplab)
@@ -14,15 +14,19 @@
                         /srv/nbgrader/exchange in containers)
     INTERPLAB_INSTRUCTORS / INTERPLAB_ADMINS   comma-separated user names
     INTERPLAB_CULL_TIMEOUT  seconds of inactivity before a server is stopped (3600)
+  local mode as root (`make hub` run by root): every demo server runs as one unprivileged account,
+    INTERPLAB_DEMO_ACCOUNT (interplab-demo), created in INTERPLAB_UID_MIN/MAX with its home in
+    INTERPLAB_HOME_ROOT (/home); each demo user's HOME is <that home>/<user name>, mode 0700
   system mode (one Unix user per student on this server; the hub runs as root):
     INTERPLAB_UNIX_NAME     Unix name of a hub user (ilab-{username}); INTERPLAB_UID_MIN/MAX (20000/29999)
     INTERPLAB_HOME_ROOT     students' homes (/home), mode 0700 each
     INTERPLAB_INSTRUCTOR_ACCOUNT  the Unix account owning the course and running the formgrader (ilab-instructors)
     INTERPLAB_SERVER_MEMORY / INTERPLAB_SERVER_CPUS  caps of every server (default: the profile's)
-    INTERPLAB_GPUS          GPU/MIG UUIDs to lease where nvidia-smi is absent (comma-separated)
+    INTERPLAB_GPUS          GPUs to lease where nvidia-smi is absent (comma-separated UUID or
+                            UUID=/dev/nvidiaN: that device file is /dev/null for every other server)
 
-Unsafe combinations (the shared-user local spawner with a real login, a demo login off loopback,
-a public login without TLS, system mode without root) stop the hub at start with one line that
+Unsafe combinations (the shared-user local spawner with a real login, or as root without a usable
+demo account; a demo login off loopback, a public login without TLS, system mode without root) stop the hub at start with one line that
 says why and what to choose (``interplab.autograder.hub.spawners.refusal``).
 
 Access model: everyone logged in may use their own server only. `nbgrader-<course>` is the
@@ -31,26 +35,29 @@ course's enrolment (the Assignments panel shows the course to its members);
 are no admins, so the admin APIs answer them 403.
 """
 import os
+import pwd
 import sys
 from pathlib import Path
 
-from interplab.autograder.assignment_order import ORDER_ENV as COURSE_ORDER_ENV
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import DEMO_INSTRUCTOR, DEMO_STUDENTS, DemoAuthenticator, demo_accounts
 from interplab.autograder.hub.spawners import (
     FORMGRADER_CONFIG,
     SINGLEUSER_CONFIG,
+    AccountError,
     CourseLocalSpawner,
     SystemUserSpawner,
     default_exchange,
+    demo_account,
     ensure_account,
     prepare_exchange,
     refusal,
     secure_course,
 )
-from interplab.autograder.landing import PAGE_NAME as COURSE_PAGE
-from interplab.autograder.landing import course_order_of, course_page_hook
+from interplab.autograder.landing import course_environment
 from interplab.autograder.sandbox.policy import parse_size
+from interplab.autograder.student_course import COURSE_ENV
+from interplab.autograder.student_course import PAGE_NAME as COURSE_PAGE
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -75,12 +82,13 @@ COURSE_ID = env("INTERPLAB_COURSE_ID", "interplab")
 EXCHANGE = env("INTERPLAB_EXCHANGE", str(default_exchange(SPAWNER, COURSE)))
 SSL_CERT, SSL_KEY = env("INTERPLAB_SSL_CERT", ""), env("INTERPLAB_SSL_KEY", "")
 UID_MIN, UID_MAX = int(env("INTERPLAB_UID_MIN", "20000")), int(env("INTERPLAB_UID_MAX", "29999"))
+HOME_ROOT = Path(env("INTERPLAB_HOME_ROOT", "/home"))
+TLS = bool(SSL_CERT) or env("INTERPLAB_TLS_TERMINATED") == "1"
 FORMGRADER = f"formgrader-{COURSE_ID}"
 FORMGRADE_GROUP = f"formgrade-{COURSE_ID}"
 STUDENT_GROUP = f"nbgrader-{COURSE_ID}"
 
-why_not = refusal(SPAWNER, AUTH, HUB_IP, os.geteuid(), bool(SSL_CERT) or env("INTERPLAB_TLS_TERMINATED") == "1",
-                  UID_MIN, UID_MAX)
+why_not = refusal(SPAWNER, AUTH, HUB_IP, os.geteuid(), TLS, UID_MIN, UID_MAX)
 if why_not:
     sys.exit(why_not)
 if bool(SSL_CERT) != bool(SSL_KEY) or not all(os.access(f, os.R_OK) for f in (SSL_CERT, SSL_KEY) if f):
@@ -88,6 +96,18 @@ if bool(SSL_CERT) != bool(SSL_KEY) or not all(os.access(f, os.R_OK) for f in (SS
 
 DATA.mkdir(parents=True, exist_ok=True)
 os.chmod(DATA, 0o700)
+
+# --- local mode as root: the demo's servers run as an unprivileged account, never as root --------
+DEMO_ACCOUNT = None
+if SPAWNER == "local" and os.geteuid() == 0:
+    # the exchange as nbgrader documents it, the hub's (root's): demo servers fetch from outbound,
+    # submit into the write-only inbound and read feedback by its hash
+    prepare_exchange(Path(EXCHANGE), COURSE_ID, pwd.getpwuid(0))
+    try:
+        DEMO_ACCOUNT = demo_account(env("INTERPLAB_DEMO_ACCOUNT", "interplab-demo"), UID_MIN, UID_MAX,
+                                    HOME_ROOT, [Path(EXCHANGE) / COURSE_ID, SINGLEUSER_CONFIG])
+    except AccountError as exc:
+        sys.exit(refusal(SPAWNER, AUTH, HUB_IP, 0, TLS, UID_MIN, UID_MAX, demo_account_error=str(exc)))
 
 # --- the hub, its proxy and its state ------------------------------------------------------------
 c.JupyterHub.bind_url = f"{'https' if SSL_CERT else 'http'}://{HUB_IP}:{HUB_PORT}"
@@ -191,9 +211,8 @@ c.JupyterHub.load_roles = [
 # --- system mode: the instructors' account owns the course and the exchange ---------------------
 formgrader_account = None
 if SPAWNER == "system":
-    home_root = Path(env("INTERPLAB_HOME_ROOT", "/home"))
     name = env("INTERPLAB_INSTRUCTOR_ACCOUNT", "ilab-instructors")
-    formgrader_account = ensure_account(name, UID_MIN, UID_MAX, home_root / name, "interplab instructors")
+    formgrader_account = ensure_account(name, UID_MIN, UID_MAX, HOME_ROOT / name, "interplab instructors")
     secure_course(COURSE, formgrader_account)
     prepare_exchange(Path(EXCHANGE), COURSE_ID, formgrader_account)
 
@@ -233,7 +252,7 @@ c.JupyterHub.services = [
 ]
 
 # --- single-user servers -------------------------------------------------------------------------
-c.Spawner.default_url = "/lab"
+c.Spawner.default_url = f"/lab/tree/{COURSE_PAGE}"  # the course page (COURSE_ENV below)
 # A server's own token: JupyterHub's defaults plus the user's groups, which nbgrader's
 # JupyterHubAuthPlugin reads to list the student's courses.
 c.Spawner.server_token_scopes = [
@@ -254,24 +273,26 @@ EXCHANGE_OUTBOUND = f"{EXCHANGE}/{COURSE_ID}/outbound"
 EXCHANGE_INBOUND = f"{EXCHANGE}/{COURSE_ID}/inbound"
 EXCHANGE_FEEDBACK = f"{EXCHANGE}/{COURSE_ID}/feedback"
 
-# nbgrader's Assignment List in course order (course.toml [schedule]; autograder/assignment_order.py)
-c.Spawner.environment[COURSE_ORDER_ENV] = ",".join(course_order_of(COURSE))
+# The student's course page and due dates, made at each start (autograder/landing.py) and passed
+# in the environment, which every spawner below forwards; the server writes the page into its
+# root directory and JupyterLab opens on it (default_url; autograder/student_course.py)
+c.Spawner.environment[COURSE_ENV] = course_environment(COURSE, Path(EXCHANGE))
 
 if SPAWNER == "local":
     c.JupyterHub.spawner_class = CourseLocalSpawner
-    # JupyterLab opens on the course page, written into the home before each start (autograder/landing.py)
-    c.Spawner.pre_spawn_hook = course_page_hook(COURSE, Path(EXCHANGE))
-    c.Spawner.default_url = f"/lab/tree/{COURSE_PAGE}"
-    c.CourseLocalSpawner.home_dir_template = str(DATA / "home" / "{username}")
+    if DEMO_ACCOUNT:
+        c.CourseLocalSpawner.demo_account = DEMO_ACCOUNT.pw_name
+        c.CourseLocalSpawner.home_dir_template = os.path.join(DEMO_ACCOUNT.pw_dir, "{username}")
+    else:
+        c.CourseLocalSpawner.home_dir_template = str(DATA / "home" / "{username}")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
-    c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
     c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env("PATH", "")])
     c.Spawner.mem_limit = None
 elif SPAWNER == "system":
     c.JupyterHub.spawner_class = SystemUserSpawner
     c.SystemUserSpawner.unix_name_template = env("INTERPLAB_UNIX_NAME", "ilab-{username}")
     c.SystemUserSpawner.uid_min, c.SystemUserSpawner.uid_max = UID_MIN, UID_MAX
-    c.SystemUserSpawner.home_root = env("INTERPLAB_HOME_ROOT", "/home")
+    c.SystemUserSpawner.home_root = str(HOME_ROOT)
     c.SystemUserSpawner.configured_gpus = _names("INTERPLAB_GPUS")
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.environment["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin:/usr/bin:/bin"])

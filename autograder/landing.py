@@ -1,20 +1,22 @@
-"""The student's first page: JupyterLab opens on ``COURSE.md`` in the student's home, written by
-the hub before each server starts (``write_course_page``, the spawner's ``pre_spawn_hook``), so
-it is always current: this week's assignment, the schedule with the due dates that apply to this
-student (their extension included), how checks and grading work and where feedback appears.
-Its facts come from the masters and course.toml (``syllabus.py``); the Assignment List of the
-student's server shows the same course order (``assignment_order.py``)."""
+"""The student's first page: JupyterLab opens on ``COURSE.md``, made by the hub at each start of
+the student's server, so it is always current: this week's assignment, the schedule with the due
+dates that apply to this student (their extension included), how checks and grading work and
+where feedback appears. Its facts come from the masters and course.toml (``syllabus.py``). The
+hub passes it, with each assignment's week and due date, in the server's environment
+(``course_environment``), which every spawner forwards, local process, container, pod or batch
+job alike; the server writes the page and shows the dates in its Assignment List
+(``student_course.py``)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any, Callable
 
-from interplab.autograder.course import Course, CourseError
+from interplab.autograder.course import Course
 from interplab.autograder.deadlines import Schedule
+from interplab.autograder.student_course import PAGE_NAME
 from interplab.autograder.syllabus import course_assignments, due_for, points_text, when
-
-PAGE_NAME = "COURSE.md"
 
 
 def course_page(course: Course, student: str | None, now: dt.datetime, released: set[str] | None = None) -> str:
@@ -64,35 +66,34 @@ def course_page(course: Course, student: str | None, now: dt.datetime, released:
     return "\n".join(lines)
 
 
-def course_order_of(course_root: Path) -> list[str]:
-    """The course's assignments in course order (for the students' Assignment List); none when
-    the hub runs without a course directory (the hub still serves, with nbgrader's order)."""
-    try:
-        course = Course.load(course_root)
-        return Schedule.of(course).order(course.known_assignments())
-    except CourseError:
-        return []
-
-
 def released_assignments(exchange: Path, course_id: str) -> set[str]:
     outbound = exchange / course_id / "outbound"
     return {p.name for p in outbound.iterdir() if p.is_dir()} if outbound.is_dir() else set()
 
 
-def course_page_hook(course_root: Path, exchange: Path) -> Callable[[Any], None]:
-    """A spawner ``pre_spawn_hook`` writing ``COURSE.md`` into the student's home (the local
-    spawner's ``home_dir``) just before their server starts."""
+def student_course(course: Course, student: str | None, now: dt.datetime, released: set[str] | None = None) -> dict[str, Any]:
+    """What the hub passes to ``student``'s server (``student_course.py``): the course page, and
+    each assignment in course order with its week and the due date that applies to this student."""
+    assignments = [{"assignment": info.slug, "week": info.due.week if info.due else None,
+                    "due": when(due_for(course, info, student)) if info.due else None}
+                   for info in course_assignments(course)]
+    return {"page": course_page(course, student, now, released), "assignments": assignments}
 
-    def write_course_page(spawner: Any) -> None:
+
+def course_environment(course_root: Path, exchange: Path) -> Callable[[Any], str]:
+    """A ``Spawner.environment`` value (JupyterHub calls it with the spawner at each start, on
+    every spawner class): ``student_course`` as one line of ASCII JSON, the same through a pod
+    manifest, a container's env, sbatch's --export and a Unix process environment. Empty when
+    the course cannot be read: the server still starts, without the page (the hub logs why)."""
+
+    def value(spawner: Any) -> str:
         try:
             course = Course.load(course_root)
-            page = course_page(course, spawner.user.name, dt.datetime.now(dt.timezone.utc),
-                               released_assignments(exchange, course.id))
-        except Exception:  # a student's server starts even when the page cannot be made (the hub logs why)
+            data = student_course(course, spawner.user.name, dt.datetime.now(dt.timezone.utc),
+                                  released_assignments(exchange, course.id))
+        except Exception:  # a student's server starts even when the page cannot be made
             spawner.log.exception("no course page for %s", spawner.user.name)
-            return
-        home = Path(spawner.home_dir)
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (home / PAGE_NAME).write_text(page)
+            return ""
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
 
-    return write_course_page
+    return value

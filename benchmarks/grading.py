@@ -1,6 +1,6 @@
 """Grading speed, three ways side by side on the same submissions:
 
-    .venv/bin/python benchmarks/grading.py [--students 40] [--workers N]
+    .venv/bin/python benchmarks/grading.py [--students 40] [--serial-students K] [--workers N]
 
 Builds the circuits assignment in a temporary course, makes N submissions (correct, partial and
 broken, mixed), copies the course three times and grades each copy on this machine:
@@ -11,6 +11,9 @@ broken, mixed), copies the course three times and grades each copy on this machi
   fork server: what the formgrader's button does);
 - stock ``nbgrader autograde`` without our steps (stock Execute, no sandbox; the kernels still run
   in grading mode, so they do the same in-kernel work, with one seed for everybody).
+
+The two serial runs take a minute per submission: ``--serial-students K`` grades only the first K
+submissions serially (the same mix of kinds), and their ratios compare time per submission.
 
 The first two also compute each student's hidden references (the master in reference mode with
 that student's seed: `interplab grade` in batches of students per run of the master, the
@@ -84,6 +87,8 @@ def in_kernel_seconds(nb: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, default=40)
+    parser.add_argument("--serial-students", type=int, default=None,
+                        help="grade only this many submissions in the two serial runs (default: all)")
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     py = sys.executable
@@ -94,8 +99,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="interplab-bench-") as tmp:
         ours = prepare(Path(tmp), args.students, env)
         configured, stock = Path(tmp) / "configured" / "course", Path(tmp) / "stock" / "course"
-        shutil.copytree(ours, configured)
-        shutil.copytree(ours, stock)
+        serial = min(args.serial_students or args.students, args.students)
+        for copy in (configured, stock):
+            shutil.copytree(ours, copy)
+            for extra in sorted((copy / "submitted").iterdir())[serial:]:
+                shutil.rmtree(extra)
         (stock / "nbgrader_config.py").write_text(STOCK_CONFIG)
         course = Course.load(ours)
         (job, _), = ReferenceCache.of(course, "circuits").jobs([BUILD_STUDENT])
@@ -121,10 +129,15 @@ def main() -> None:
                        {**env, "INTERPLAB_MODE": "grading", "INTERPLAB_HIDDEN_SEED": seed})[0]
 
     bound = compute / workers
-    print(f"submissions:                          {args.students} (cores {cores}, workers {workers})")
-    print(f"interplab grade:                      {wall:.1f} s  ({phases[0] if phases else 'no timings printed'})")
-    print(f"nbgrader autograde, course config:    {serial_ours:.1f} s  ({serial_ours / wall:.2f}x our wall time)")
-    print(f"stock nbgrader autograde, no steps:   {baseline:.1f} s  ({baseline / wall:.2f}x our wall time)")
+    per_submission = wall / args.students
+    print(f"submissions:                          {args.students} (cores {cores}, workers {workers}); "
+          f"serial runs on {serial}")
+    print(f"interplab grade:                      {wall:.1f} s, {per_submission:.2f} s per submission  "
+          f"({phases[0] if phases else 'no timings printed'})")
+    print(f"nbgrader autograde, course config:    {serial_ours:.1f} s, {serial_ours / serial:.2f} s per submission  "
+          f"({serial_ours / serial / per_submission:.2f}x ours per submission)")
+    print(f"stock nbgrader autograde, no steps:   {baseline:.1f} s, {baseline / serial:.2f} s per submission  "
+          f"({baseline / serial / per_submission:.2f}x ours per submission)")
     print(f"in-kernel compute:                    {compute:.1f} s (of which reference runs {reference_runs:.1f} s, "
           f"where one run per student would take {args.students} x {reference_compute:.1f} s; bound {bound:.1f} s "
           f"on {workers} cores)")

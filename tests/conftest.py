@@ -268,8 +268,9 @@ class Master:
         verdict = judge(exercise, self.run(exercise_id, fn), reference, scored_split="hidden")
         assert verdict.passed and verdict.fraction == 1.0, verdict.message
         probe_outputs = {p.name: self.run(exercise_id, p.fn) for p in exercise.probes}
+        public_only = {name: {"public": outs["public"]} for name, outs in probe_outputs.items()}  # as graded
         for probe in exercise.probes:
-            v = judge(exercise, probe_outputs[probe.name], reference, probes=probe_outputs, scored_split="hidden")
+            v = judge(exercise, probe_outputs[probe.name], reference, probes=public_only, scored_split="hidden")
             assert not v.passed and v.fraction == 0.0, f"probe {probe.name} passes"
             assert probe.message in v.message, v.message
 

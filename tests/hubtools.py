@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +88,8 @@ class Hub:
     proc: subprocess.Popen
     log_path: Path
     accounts: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # what start_hub added: a restart passes it again
+    demo_prefix: str = ""  # of the demo account start_hub made for this hub, which stop_hub deletes
 
     @property
     def formgrader(self) -> str:
@@ -94,10 +98,24 @@ class Hub:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def home(self, name: str) -> Path:
+        """HOME of ``name``'s server on the local spawner: under the demo account's home when the
+        hub runs as root (jupyterhub_config.py), else under the hub's data directory."""
+        if "INTERPLAB_DEMO_ACCOUNT" in self.env:
+            return Path(pwd.getpwnam(self.env["INTERPLAB_DEMO_ACCOUNT"]).pw_dir) / name
+        return self.data / "home" / name
+
 
 def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None, timeout: float = 180,
               extra_env: dict[str, str] | None = None) -> Hub:
-    """`interplab hub --course COURSE` with its state in DATA; returns once it printed its accounts."""
+    """`interplab hub --course COURSE` with its state in DATA; returns once it printed its accounts.
+    As root on the local spawner, a demo account of this hub's own (``demo_mode``), which
+    ``stop_hub`` deletes unless told to keep it for a restart."""
+    extra_env, demo_prefix = dict(extra_env or {}), ""
+    if (os.geteuid() == 0 and extra_env.get("INTERPLAB_SPAWNER", os.environ.get("INTERPLAB_SPAWNER", "local")) == "local"
+            and "INTERPLAB_DEMO_ACCOUNT" not in extra_env):
+        demo_prefix = f"ild{uuid.uuid4().hex[:8]}"
+        extra_env.update(demo_mode(demo_prefix)[1])
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -115,7 +133,7 @@ def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None,
     )
     if students:
         env["INTERPLAB_DEMO_STUDENTS"] = ",".join(students)
-    env.update(extra_env or {})
+    env.update(extra_env)
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / "hub.log"
     log = open(log_path, "w")
@@ -124,7 +142,8 @@ def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None,
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     scheme = "https" if env.get("INTERPLAB_SSL_CERT") else "http"
-    hub = Hub(f"{scheme}://127.0.0.1:{port}", data, Path(course), Path(env["INTERPLAB_EXCHANGE"]), env, proc, log_path)
+    hub = Hub(f"{scheme}://127.0.0.1:{port}", data, Path(course), Path(env["INTERPLAB_EXCHANGE"]), env, proc, log_path,
+              extra_env=extra_env, demo_prefix=demo_prefix)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = hub.log()
@@ -133,19 +152,37 @@ def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None,
                 hub.accounts = json.loads((data / "demo-accounts.json").read_text())
             return hub
         if proc.poll() is not None:
+            stop_hub(hub)  # deletes its demo account
             raise RuntimeError(f"interplab hub exited ({proc.returncode}):\n{text[-5000:]}")
         time.sleep(0.3)
     stop_hub(hub)
     raise RuntimeError(f"interplab hub not ready in {timeout} s:\n{hub.log()[-5000:]}")
 
 
-def system_mode(prefix: str, uids: tuple[int, int] = (62000, 62999)) -> tuple[Path, dict[str, str]]:
-    """A folder students may traverse (pytest's and tempfile's own are root's alone) and the hub
-    environment of ``INTERPLAB_SPAWNER=system`` in it: accounts ``<prefix>-<name>`` with uids in
-    ``uids`` (a range no other test uses), homes and the exchange inside the folder."""
-    base = Path(tempfile.mkdtemp(prefix="interplab-hubsys-", dir="/tmp"))
+def open_folder(prefix: str) -> Path:
+    """A fresh folder under /tmp with ``home/`` in it that other Unix users may traverse (pytest's
+    and tempfile's own are root's alone)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     base.chmod(0o711)
     (base / "home").mkdir(mode=0o755)
+    return base
+
+
+def demo_mode(prefix: str, uids: tuple[int, int] = (64000, 64999)) -> tuple[Path, dict[str, str]]:
+    """A folder the demo account may traverse and the environment of a root hub on the local
+    spawner whose servers run as the account ``<prefix>-demo`` (uids in ``uids``, a range no other
+    test uses), its home and the exchange inside the folder; ``delete_accounts(prefix)`` removes it."""
+    base = open_folder(f"interplab-{prefix}-")
+    return base, {"INTERPLAB_DEMO_ACCOUNT": prefix + "-demo", "INTERPLAB_UID_MIN": str(uids[0]),
+                  "INTERPLAB_UID_MAX": str(uids[1]), "INTERPLAB_HOME_ROOT": str(base / "home"),
+                  "INTERPLAB_EXCHANGE": str(base / "exchange")}
+
+
+def system_mode(prefix: str, uids: tuple[int, int] = (62000, 62999)) -> tuple[Path, dict[str, str]]:
+    """A folder students may traverse and the hub environment of ``INTERPLAB_SPAWNER=system`` in
+    it: accounts ``<prefix>-<name>`` with uids in ``uids`` (a range no other test uses), homes and
+    the exchange inside the folder."""
+    base = open_folder("interplab-hubsys-")
     env = {
         "INTERPLAB_SPAWNER": "system", "INTERPLAB_UNIX_NAME": prefix + "-{username}",
         "INTERPLAB_INSTRUCTOR_ACCOUNT": prefix + "-instructors",
@@ -156,9 +193,7 @@ def system_mode(prefix: str, uids: tuple[int, int] = (62000, 62999)) -> tuple[Pa
 
 
 def delete_accounts(prefix: str) -> list[str]:
-    """Delete the Unix accounts ``<prefix>-*`` that system mode created (their processes first)."""
-    import pwd
-
+    """Delete the Unix accounts ``<prefix>-*`` that system or demo mode created (their processes first)."""
     from interplab.autograder.sandbox.cgroups import kill_pid, pids_of_uid
 
     deleted = []
@@ -174,8 +209,9 @@ def delete_accounts(prefix: str) -> list[str]:
     return deleted
 
 
-def stop_hub(hub: Hub, timeout: float = 60) -> int:
-    """Ctrl-C as a person would press it (SIGINT to the process group), then wait."""
+def stop_hub(hub: Hub, timeout: float = 60, keep_demo_account: bool = False) -> int:
+    """Ctrl-C as a person would press it (SIGINT to the process group), then wait; then delete the
+    demo account ``start_hub`` made for it, with its folder (``keep_demo_account`` for a restart)."""
     if hub.proc.poll() is None:
         os.killpg(hub.proc.pid, signal.SIGINT)
         try:
@@ -183,6 +219,9 @@ def stop_hub(hub: Hub, timeout: float = 60) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(hub.proc.pid, signal.SIGKILL)
             hub.proc.wait(10)
+    if hub.demo_prefix and not keep_demo_account:
+        delete_accounts(hub.demo_prefix)
+        shutil.rmtree(Path(hub.extra_env["INTERPLAB_HOME_ROOT"]).parent, ignore_errors=True)
     return hub.proc.returncode
 
 
@@ -250,13 +289,16 @@ def spawn(hub: Hub, token: str, name: str, timeout: float = 120) -> float:
 class Kernel:
     """A real kernel in a user's server, driven over Jupyter's websocket protocol (as JupyterLab does)."""
 
-    def __init__(self, hub: Hub, token: str, name: str):
+    def __init__(self, hub: Hub, token: str, name: str, kernel_id: str | None = None):
+        """A new kernel, or the running ``kernel_id`` (one a browser opened)."""
         import websocket  # websocket-client, a dependency of selenium (the test extra)
 
         self.headers = {"Authorization": f"token {token}"}
-        r = requests.post(f"{hub.url}/user/{name}/api/kernels", headers=self.headers, json={}, timeout=120)
-        r.raise_for_status()
-        self.id = r.json()["id"]
+        if kernel_id is None:
+            r = requests.post(f"{hub.url}/user/{name}/api/kernels", headers=self.headers, json={}, timeout=120)
+            r.raise_for_status()
+            kernel_id = r.json()["id"]
+        self.id = kernel_id
         ws_url = hub.url.replace("http", "ws", 1) + f"/user/{name}/api/kernels/{self.id}/channels"
         self.ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=120,
                                               sslopt={"ca_certs": os.environ.get("REQUESTS_CA_BUNDLE")})
@@ -273,7 +315,7 @@ class Kernel:
             "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True},
         }))
-        out = []
+        out, replied, idle = [], False, False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = json.loads(self.ws.recv())
@@ -286,7 +328,10 @@ class Kernel:
                 out.append(msg["content"]["text"])
             elif kind == "error":
                 out.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
-            elif kind == "execute_reply":
+            # the reply (shell) may overtake the output (iopub); the idle status comes after all of it
+            replied = replied or kind == "execute_reply"
+            idle = idle or (kind == "status" and msg["content"].get("execution_state") == "idle")
+            if replied and idle:
                 return "".join(out)
         raise TimeoutError(f"no reply to {code[:60]!r} in {timeout} s")
 

@@ -4,6 +4,8 @@ solution, run the cells (the self-check passes in the student's own kernel), sub
 instructor collects from the formgrader and `interplab grade` grades that submission."""
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import read_csv
-from hubtools import login
+from hubtools import Kernel, api_token, login
 
 pytestmark = pytest.mark.slow
 pytest_plugins = ["hub_fixtures"]  # the session's hub, chromium, browser
@@ -72,6 +74,18 @@ def run_cell(driver, text: str, edit_to: str | None = None) -> None:
     wait(driver, 120).until(lambda drv: executed(cell(drv, text)))
 
 
+def server_uid(hub, token: str) -> int:
+    """The uid the student's notebook kernel (the one the browser opened) reports."""
+    kernels = requests.get(f"{hub.url}/user/{STUDENT}/api/kernels", headers={"Authorization": f"token {token}"},
+                           timeout=60).json()
+    assert len(kernels) == 1, kernels
+    kernel = Kernel(hub, token, STUDENT, kernels[0]["id"])
+    try:
+        return int(kernel.run("import os; print(os.getuid())").strip())
+    finally:
+        kernel.close()
+
+
 def test_student_fetches_runs_and_submits_in_jupyterlab_then_is_graded(course_hub, browser, tmp_path):
     hub, d = course_hub, browser
     try:
@@ -97,6 +111,11 @@ def test_student_fetches_runs_and_submits_in_jupyterlab_then_is_graded(course_hu
             (By.XPATH, "//div[contains(@class,'jp-NotebookPanel')][not(contains(@class,'lm-mod-hidden'))]//div[contains(@class,'jp-CodeCell')]")))
         wait(d, 120).until(EC.presence_of_element_located(
             (By.XPATH, "//div[contains(@class,'jp-StatusBar')]//*[contains(normalize-space(), '| Idle')]")))
+        token = api_token(hub, login(hub, STUDENT), STUDENT)
+        uid = server_uid(hub, token)
+        # never root: the demo account's when the hub is root (jupyterhub_config.py), else the hub's user
+        expected = pwd.getpwnam(hub.env["INTERPLAB_DEMO_ACCOUNT"]).pw_uid if os.geteuid() == 0 else os.geteuid()
+        assert uid == expected and uid != 0, (uid, expected)
         run_cell(d, "from interplab import check")
         run_cell(d, "def row_norms", edit_to=ROW_NORMS)
         run_cell(d, 'check("mini.row_norms"')
@@ -104,11 +123,12 @@ def test_student_fetches_runs_and_submits_in_jupyterlab_then_is_graded(course_hu
             By.CSS_SELECTOR, ".jp-OutputArea-output") if o.text.strip()])
         assert "mini.row_norms passed" in " ".join(output), output
         ActionChains(d).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
-        notebook = hub.data / "home" / STUDENT / "mini" / "mini.ipynb"
+        notebook = hub.home(STUDENT) / "mini" / "mini.ipynb"
         deadline = time.monotonic() + 60
         while "np.sqrt" not in notebook.read_text() and time.monotonic() < deadline:
             time.sleep(0.3)
         assert "np.sqrt" in notebook.read_text(), "the notebook was not saved"
+        assert notebook.stat().st_uid == uid  # saved by the server's own user
 
         # back to the Assignments panel: submit
         click(d, "//li[contains(@class,'lm-TabBar-tab')][@data-id='nbgrader-assignment-list']")
@@ -135,4 +155,14 @@ def test_student_fetches_runs_and_submits_in_jupyterlab_then_is_graded(course_hu
     grades = read_csv(hub.course / "grades" / "mini.csv")
     assert grades[(STUDENT, "test_row_norms")] == (1.0, 1.0)  # written in the browser
     assert grades[(STUDENT, "test_softmax")] == (0.0, 2.0)  # left as released
+
+    # the instructor releases the feedback; the student's server fetches it (Assignment List's Fetch Feedback)
+    r = instructor.post(f"{hub.formgrader}/formgrader/api/assignment/mini/release_feedback",
+                        headers={"X-XSRFToken": xsrf}, timeout=120)
+    assert r.status_code == 200 and r.json()["success"], r.text[:2000]
+    r = requests.post(f"{hub.url}/user/{STUDENT}/assignments/fetch_feedback", headers={"Authorization": f"token {token}"},
+                      data={"course_id": "interplab", "assignment_id": "mini"}, timeout=120)
+    assert r.status_code == 200 and r.json()["success"], r.text[:2000]
+    feedback = list((hub.home(STUDENT) / "mini" / "feedback").glob("*/mini.html"))
+    assert len(feedback) == 1 and feedback[0].stat().st_uid == uid, feedback
     assert requests.get(f"{hub.url}/hub/api/", timeout=30).status_code == 200

@@ -276,7 +276,8 @@ def test_each_probe_fails_and_is_named(exercise_id, probe_name):
     references = _reference(exercise_id)
     probe_outputs = _probe_outputs(exercise_id)
     probe = next(p for p in exercise.probes if p.name == probe_name)
-    verdict = judge(exercise, probe_outputs[probe_name], references, probes=probe_outputs, scored_split="hidden")
+    public_only = {name: {"public": outs["public"]} for name, outs in probe_outputs.items()}  # what grading has
+    verdict = judge(exercise, probe_outputs[probe_name], references, probes=public_only, scored_split="hidden")
     assert not verdict.passed
     assert verdict.fraction == 0.0, f"probe {probe_name} matches the reference on some hidden input"
     assert probe.message in verdict.message, verdict.message

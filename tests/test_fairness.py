@@ -8,9 +8,9 @@ under ``assignments/`` (no hand-kept list: a new assignment without alternatives
 exercises fails here), each alternative must
 
 (a) pass in self-study mode: match the references of the public inputs;
-(b) match the reference on the hidden inputs of many simulated builds (hidden seeds): 10 here (1 for
-    the exercises judged by a property, which train a model: ``INTERPLAB_FAIRNESS_TRAINING_SEEDS``),
-    ``INTERPLAB_FAIRNESS_SEEDS`` (100 for all in ``make fairness``) before a term;
+(b) match the reference on the hidden inputs of many simulated builds (hidden seeds): 10 here, every
+    exercise (those judged by a property train a model on each input: a few seconds each),
+    ``INTERPLAB_FAIRNESS_SEEDS`` (100 in ``make fairness``) before a term;
 (c) score full marks through the real ``interplab grade``, all of an assignment's alternatives in one
     submission, on the session's one build of the assignment (``built_course`` in conftest).
 
@@ -30,9 +30,6 @@ from interplab.checking import PUBLIC_SEED, judge
 from conftest import REPO, Master, assignment_slugs, copy_of_build, edit_solution, interplab, read_csv
 
 SEEDS = int(os.environ.get("INTERPLAB_FAIRNESS_SEEDS", "10"))
-# Exercises judged by a property (``judge``: training a model, sampling) cost seconds to minutes per
-# input, for the reference and the alternative alike: fewer builds inside `make test`.
-TRAINING_SEEDS = int(os.environ.get("INTERPLAB_FAIRNESS_TRAINING_SEEDS", "1"))
 FIRST_SEED = 1000  # hidden seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1, disjoint from the other tests'
 STUDENT = "fairness_alternatives"
 
@@ -104,14 +101,13 @@ def test_alternative_matches_the_reference_on_public_and_hidden_inputs(slug: str
     assert verdict.passed, f"self-study: {verdict.message}"
 
     failures = []
-    n_seeds = SEEDS if exercise.judge is None else TRAINING_SEEDS
-    for seed in range(FIRST_SEED, FIRST_SEED + n_seeds):
+    for seed in range(FIRST_SEED, FIRST_SEED + SEEDS):
         references = {"hidden": exercise.run(reference_fn, "hidden", seed)}
         assert all("output" in o for o in references["hidden"]), references
         verdict = judge(exercise, {"hidden": exercise.run(alternative_fn, "hidden", seed)}, references)
         if not verdict.passed:
             failures.append(f"seed {seed}: {verdict.message}")
-    assert not failures, f"{len(failures)} of {n_seeds} builds reject the alternative:\n" + "\n".join(failures[:5])
+    assert not failures, f"{len(failures)} of {SEEDS} builds reject the alternative:\n" + "\n".join(failures[:5])
 
 
 @pytest.mark.slow

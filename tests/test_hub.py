@@ -148,10 +148,10 @@ def test_fetch_submit_and_collect_keep_students_apart(hub):
 def test_restart_keeps_users_releases_and_submissions(hub):
     accounts = dict(hub.accounts)
     procs = descendants(hub.proc.pid)
-    assert stop_hub(hub) == 0
+    assert stop_hub(hub, keep_demo_account=True) == 0
     assert_all_gone(procs)  # every student's server, the services and the proxy stopped with it
     assert "stopped (exit 0)" in hub.log()
-    again = start_hub(hub.course, hub.data, timeout=180)
+    again = start_hub(hub.course, hub.data, timeout=180, extra_env=hub.extra_env)
     hub.__dict__.update(proc=again.proc, url=again.url, env=again.env, log_path=again.log_path, _tokens={})
     assert again.accounts == accounts
     assert "released mini" not in again.log()  # already in the exchange, not re-released
@@ -161,5 +161,5 @@ def test_restart_keeps_users_releases_and_submissions(hub):
     # released assignments and submissions are still in the exchange, fetched work in alice's home
     assert (hub.exchange / "interplab" / "outbound" / "mini" / "mini.ipynb").is_file()
     assert {p.name.split("+")[0] for p in (hub.exchange / "interplab" / "inbound").iterdir()} >= {"alice", "bob"}
-    assert (hub.data / "home" / "alice" / "mini" / "mini.ipynb").is_file()
+    assert (hub.home("alice") / "mini" / "mini.ipynb").is_file()
     assert (hub.course / "submitted" / "alice" / "mini" / "mini.ipynb").is_file()

@@ -3,7 +3,8 @@ login (sign-up, approval by an admin, login) and ``INTERPLAB_SPAWNER=system``: e
 runs as a Unix user of its own, created on first login, in cgroups; the course is the instructors'.
 
 Two students sign up and log in; from a real kernel in each server we check what the other can
-read, stop one with its memory limit, and lease the one configured GPU. Accounts get uids in
+read, stop one with its memory limit, and lease the one configured GPU (a stand-in device file,
+which only the server holding the GPU can read). Accounts get uids in
 62000-62999 and names with this run's own prefix, and are deleted at the end.
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "correct-horse-battery-9"
 UIDS = (62000, 62999)
 GPU = "GPU-00000000-test-0000-0000-000000000000"
+DEVICE = Path(f"/run/interplab-test-gpu-{os.getpid()}/nvidia0")
 SERVER_MEMORY = 600 * 2**20
 
 
@@ -65,6 +67,9 @@ def hub():
     prefix = f"ilt{os.getpid() % 100000}"
     base, env = system_mode(prefix, UIDS)
     cert, key = self_signed_certificate(base)
+    DEVICE.parent.mkdir(mode=0o755, exist_ok=True)
+    DEVICE.write_text("gpu-0")  # a stand-in for /dev/nvidia0: readable by everyone, like the real one
+    DEVICE.chmod(0o666)
     course = make_tiny_course(base / "course")
     store = course / ".interplab"  # the instructor store (hidden references, the course secret)
     store.mkdir(mode=0o700)
@@ -72,7 +77,8 @@ def hub():
     env.update({
         "INTERPLAB_AUTH": "native", "INTERPLAB_SSL_CERT": str(cert), "INTERPLAB_SSL_KEY": str(key),
         "INTERPLAB_ADMINS": "teacher", "INTERPLAB_INSTRUCTORS": "teacher",
-        "INTERPLAB_SERVER_MEMORY": str(SERVER_MEMORY), "INTERPLAB_SERVER_CPUS": "1", "INTERPLAB_GPUS": GPU,
+        "INTERPLAB_SERVER_MEMORY": str(SERVER_MEMORY), "INTERPLAB_SERVER_CPUS": "1",
+        "INTERPLAB_GPUS": f"{GPU}={DEVICE}",
     })
     old_bundle = os.environ.get("REQUESTS_CA_BUNDLE")
     os.environ["REQUESTS_CA_BUNDLE"] = str(cert)  # every request of this module trusts the test certificate
@@ -92,6 +98,7 @@ def hub():
             os.environ["REQUESTS_CA_BUNDLE"] = old_bundle
         delete_accounts(prefix)
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(DEVICE.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +155,11 @@ def test_unsafe_configurations_are_refused_with_one_line():
         assert why and words in why and "\n" not in why, (spawner, auth, host, why)
     # students' uids never reach root or system accounts
     assert "uid range" in refusal("system", "native", "127.0.0.1", 0, True, 0, 100)
+    # the local demo as root runs its servers as the demo account, or not at all
+    closed = "the demo account interplab-demo cannot run /root/python (Permission denied)"
+    why = refusal("local", "demo", "127.0.0.1", 0, False, 20000, 29999, demo_account_error=closed)
+    assert why.startswith("refusing to start: as root") and closed in why and "\n" not in why
+    assert refusal("local", "demo", "127.0.0.1", 1000, False, 20000, 29999, demo_account_error=closed) is None
 
 
 def test_the_hub_exits_at_start_with_the_reason(tmp_path):
@@ -157,16 +169,32 @@ def test_the_hub_exits_at_start_with_the_reason(tmp_path):
                            "--show-config"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "refusing to start: INTERPLAB_SPAWNER=local runs every student's server" in proc.stderr
+    if os.geteuid() == 0:  # the demo as root, asked to run its servers as a system account
+        env.update(INTERPLAB_AUTH="demo", INTERPLAB_DEMO_ACCOUNT="daemon")
+        proc = subprocess.run([sys.executable, "-m", "jupyterhub", "-f", str(Path(__file__).parents[1] / "jupyterhub_config.py"),
+                               "--show-config"], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert "refusing to start: as root" in proc.stderr and "the Unix user daemon exists with uid" in proc.stderr
 
 
 def test_gpu_leases_are_exclusive_and_return():
-    leases = profiles.GpuLeases(("GPU-a", "MIG-b"))
-    assert leases.lease("alice", 1) == ["GPU-a"]
-    assert leases.lease("bob", 1) == ["MIG-b"]
+    a, b = profiles.Gpu.parse("GPU-a=/dev/nvidia0"), profiles.Gpu.parse("MIG-b")
+    assert a == profiles.Gpu("GPU-a", ("/dev/nvidia0",)) and b.files == ()
+    leases = profiles.GpuLeases((a, b))
+    assert leases.lease("alice", 1) == [a]
+    assert leases.lease("bob", 1) == [b]
+    assert leases.hidden_files([b]) == ["/dev/nvidia0"] and leases.hidden_files([a]) == []
     with pytest.raises(profiles.NoGpuFree, match="no GPU is free: 2 of 2"):
         leases.lease("carol", 1)
     leases.release("alice")
-    assert leases.lease("carol", 1) == ["GPU-a"]
+    assert leases.lease("carol", 1) == [a]
+
+
+def test_gpu_minor_numbers_from_nvidia_smi_xml():
+    xml = ("<nvidia_smi_log><gpu id='00000000:3B:00.0'><uuid>GPU-x</uuid><minor_number>3</minor_number></gpu>"
+           "<gpu id='00000000:5E:00.0'><uuid>GPU-y</uuid><minor_number>N/A</minor_number></gpu></nvidia_smi_log>")
+    assert profiles.gpu_minor_numbers(xml) == {"GPU-x": "3"}
+    assert profiles.gpu_minor_numbers("not xml") == {}
 
 
 def test_native_login_over_tls_signs_up_approves_and_logs_in(hub, students):
@@ -202,6 +230,11 @@ def test_students_run_as_their_own_uids_apart_from_each_other_and_the_course(hub
             home = Path(account.pw_dir)
             assert (home.stat().st_mode & 0o777, home.stat().st_uid) == (0o700, account.pw_uid)
         assert ids["alice"][2] == repr(GPU) and ids["bob"][2] == "''"
+        # device access: the GPU's device file reaches alice's GPU; in bob's server it is /dev/null
+        read_device = f"print(repr(open({str(DEVICE)!r}).read()))"
+        assert kernels["alice"].run(read_device).strip() == repr("gpu-0")
+        assert kernels["bob"].run(read_device).strip() == repr("")
+        assert DEVICE.read_text() == "gpu-0"  # the host's file is untouched
 
         probe = """
 import os

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
+import pwd
+import shutil
 import socketserver
 import threading
 from pathlib import Path
@@ -22,7 +25,11 @@ from jupyterhub.app import JupyterHub
 
 from interplab.autograder.hub import profiles
 from interplab.autograder.hub.login import DemoAuthenticator
-from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner
+from interplab.autograder.hub.spawners import SINGLEUSER_CONFIG, CourseLocalSpawner, SystemUserSpawner
+from interplab.autograder.student_course import COURSE_ENV
+
+from conftest import make_course
+from hubtools import delete_accounts, demo_mode, system_mode
 
 pytestmark = pytest.mark.slow  # each test initialises a whole JupyterHub (a few seconds)
 
@@ -48,13 +55,23 @@ current-context: unreachable
 def hub_env(tmp_path, monkeypatch):
     """Environment for jupyterhub_config.py, the hub's state in a temporary folder."""
     monkeypatch.setenv("INTERPLAB_HUB_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("INTERPLAB_COURSE", str(tmp_path / "course"))
+    monkeypatch.setenv("INTERPLAB_COURSE", str(make_course(tmp_path)))  # the course page needs one
     for var in ("INTERPLAB_SPAWNER", "INTERPLAB_AUTH", "INTERPLAB_HUB_IP", "INTERPLAB_EXCHANGE", "INTERPLAB_DEMO_STUDENTS"):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)  # KubeSpawner loads one; nothing is contacted
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    demo = None
+    if os.geteuid() == 0:  # the local spawner's servers then run as a demo account: this test's own,
+        demo = demo_mode(f"ils{os.getpid()}")  # with the course (and its exchange) where it may read
+        for var, value in demo[1].items():
+            if var != "INTERPLAB_EXCHANGE":  # each spawner's own default stays
+                monkeypatch.setenv(var, value)
+        monkeypatch.setenv("INTERPLAB_COURSE", str(make_course(demo[0])))
+    yield tmp_path
+    if demo:
+        delete_accounts(f"ils{os.getpid()}")
+        shutil.rmtree(demo[0], ignore_errors=True)
 
 
 def hub_spawner(user: str = "alice"):
@@ -81,13 +98,18 @@ def test_local_spawner_is_the_default_with_homes_under_the_data_dir(hub_env):
     app, spawner = hub_spawner("alice")
     assert type(spawner) is CourseLocalSpawner
     assert isinstance(app.authenticator, DemoAuthenticator)
-    assert spawner.home_dir == str(hub_env / "data" / "home" / "alice")
     env = spawner.get_env()
+    if os.geteuid() == 0:  # never a root server: the demo account's, with HOMEs under its home
+        account = pwd.getpwnam(os.environ["INTERPLAB_DEMO_ACCOUNT"])
+        assert spawner.demo_account == account.pw_name and account.pw_uid >= 1000
+        assert spawner.home_dir == os.path.join(account.pw_dir, "alice")
+    else:
+        assert spawner.demo_account == "" and spawner.home_dir == str(hub_env / "data" / "home" / "alice")
+    assert env["INTERPLAB_EXCHANGE"] == os.path.join(os.environ["INTERPLAB_COURSE"], "exchange")
     assert env["HOME"] == spawner.home_dir and env["JUPYTERHUB_USER"] == "alice"
     assert env["JUPYTER_CONFIG_PATH"] == str(SINGLEUSER_CONFIG)
-    assert env["INTERPLAB_EXCHANGE"] == str(hub_env / "course" / "exchange")
     assert spawner.default_url == "/lab/tree/COURSE.md"  # the course page (autograder/landing.py, test_landing.py)
-    assert spawner.pre_spawn_hook is not None and "INTERPLAB_COURSE_ORDER" in env
+    assert course_in(env, "alice")
     # the course groups and the roles that hang on them
     groups = {g.name: sorted(u.name for u in g.users) for g in app.db.query(orm.Group)}
     assert groups == {"formgrade-interplab": ["instructor"], "nbgrader-interplab": ["alice", "bob", "carol", "instructor"]}
@@ -97,6 +119,35 @@ def test_local_spawner_is_the_default_with_homes_under_the_data_dir(hub_env):
     services = {s["name"]: s for s in app.services}
     assert set(services) == {"formgrader-interplab", "idle-culler"}
     assert services["idle-culler"]["command"][1:3] == ["-m", "jupyterhub_idle_culler"]
+
+
+def course_in(env: dict[str, str], student: str) -> bool:
+    """The student's course page and due dates, as the hub passes them to every spawner's server
+    (autograder/landing.py; written by the server, autograder/student_course.py)."""
+    course = json.loads(env[COURSE_ENV])
+    return course["page"].startswith(f"# Welcome to interplab, {student}") and isinstance(course["assignments"], list)
+
+
+def test_system_spawner_passes_the_course_page(hub_env, monkeypatch):
+    """Our own spawner, built from the config as root builds it (the config creates the
+    instructors' Unix account; the spawner creates alice's as its start does)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("system mode creates Unix users: run as root with useradd (CI runs as root)")
+    prefix = f"ilsp{os.getpid() % 100000}"
+    base, env = system_mode(prefix, (63100, 63199))  # a uid range no other test uses
+    try:
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        _, spawner = hub_spawner("alice")
+        assert type(spawner) is SystemUserSpawner
+        spawner.account()
+        spawner._gpus = []  # what start() leases; a CPU server here
+        env = spawner.get_env()
+        assert env["USER"] == f"{prefix}-alice" and course_in(env, "alice")
+        assert spawner.default_url == "/lab/tree/COURSE.md"
+    finally:
+        delete_accounts(prefix)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_demo_login_refuses_anything_but_loopback(hub_env, monkeypatch):
@@ -144,6 +195,7 @@ def test_kubernetes_pods_follow_the_profiles(hub_env, monkeypatch):
     assert mounts["/srv/nbgrader/exchange/interplab/inbound"] == ("interplab/inbound/bob", False)
     env = {e.name: e.value for e in container.env}
     assert env["JUPYTERHUB_USER"] == "bob" and env["INTERPLAB_EXCHANGE"] == "/srv/nbgrader/exchange"
+    assert course_in(env, "bob") and spawner.default_url == "/lab/tree/COURSE.md"
     assert cpu.spec.security_context["fsGroup"] == 100 and container.security_context["runAsUser"] == 1000
 
 
@@ -229,6 +281,7 @@ def test_docker_containers_follow_the_profiles(hub_env, monkeypatch, docker_engi
     assert f"{exchange}/inbound/alice:/srv/nbgrader/exchange/interplab/inbound:rw" in binds
     assert f"{exchange}/outbound:/srv/nbgrader/exchange/interplab/outbound:ro" in binds
     assert "JUPYTERHUB_USER=alice" in body["Env"]
+    assert course_in(dict(e.split("=", 1) for e in body["Env"]), "alice") and child.default_url == "/lab/tree/COURSE.md"
 
     DockerSpawner._client = None
     _, spawner = hub_spawner("bob")
@@ -272,6 +325,10 @@ def test_slurm_batch_scripts_follow_the_profiles(hub_env, monkeypatch):
     assert "#SBATCH --cpus-per-task=8\n" in gpu and "#SBATCH --mem=32G\n" in gpu
     assert "#SBATCH --partition=gpu\n" in gpu
     assert "jupyterhub-singleuser" in gpu
+    # sbatch runs with the spawner's environment and exports it to the job (--export=<its names>)
+    child = spawner.child_spawner
+    exported = next(line for line in gpu.splitlines() if line.startswith("#SBATCH --export="))
+    assert COURSE_ENV in exported.split("=", 1)[1].split(",") and course_in(child.get_env(), "nobody")
 
     _, spawner = hub_spawner("daemon")
     cpu = slurm_script(spawner, "cpu", hub_env)

@@ -21,41 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from interplab.checking import CheckSpecError, Exercise, Probe, torch_generator
+from interplab.checking import CheckSpecError, Exercise, Probe, Solutions, torch_generator
 
 ASSIGNMENT = "foundations"
 
-# Where probes find the reference solutions: the notebook's namespace, unless a test binds another.
-_REFERENCE_NAMESPACE: dict[str, Any] | None = None
-
-
-def bind_reference(namespace: dict[str, Any] | None) -> None:
-    """Let probes call the reference functions found in ``namespace`` (tests use this)."""
-    global _REFERENCE_NAMESPACE
-    _REFERENCE_NAMESPACE = namespace
-
-
-def reference(name: str) -> Callable[..., Any]:
-    namespace = _REFERENCE_NAMESPACE
-    if namespace is None:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        namespace = shell.user_ns if shell is not None else vars(sys.modules["__main__"])
-    fn = namespace.get(name)
-    if not callable(fn):
-        raise CheckSpecError(f"probes of foundations need the reference {name!r}: run them from the master notebook")
-    return fn
-
-
-def variant(name: str, **changes: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
-    """The reference ``name`` called with some arguments replaced (each change maps kwargs -> value)."""
-    return lambda **kwargs: reference(name)(**{**kwargs, **{key: change(kwargs) for key, change in changes.items()}})
-
-
-def mapped(name: str, transform: Callable[[Any, dict[str, Any]], Any]) -> Callable[..., Any]:
-    """The reference ``name``'s output passed through ``transform(output, kwargs)``."""
-    return lambda **kwargs: transform(reference(name)(**kwargs), kwargs)
+# Probes built from the reference solutions find them in the notebook's namespace (tests bind another).
+SOLUTIONS = Solutions(ASSIGNMENT)
+bind_reference, reference, variant, mapped = SOLUTIONS.bind, SOLUTIONS.reference, SOLUTIONS.variant, SOLUTIONS.mapped
 
 
 # --------------------------------------------------------------------------------------------

@@ -283,6 +283,9 @@ def _recovery_case(rng: np.random.Generator) -> dict[str, Any]:
     g = torch_generator(rng)
     d, n_true = int(rng.integers(4, 16)), int(rng.integers(3, 12))
     true = torch.randn(n_true, d, generator=g) * 2
+    # two nearly parallel true features share their best learned match: the max per row counts that
+    # learned feature twice, a one-to-one matching cannot (so every input tells the two apart)
+    true[1] = true[0] + 0.2 * torch.randn(d, generator=g)
     learned = torch.cat([true[torch.randperm(n_true, generator=g)[: n_true // 2]] + torch.randn(n_true // 2, d, generator=g) * 0.3,
                          torch.randn(int(rng.integers(n_true, 2 * n_true)), d, generator=g)])
     return {"true_features": true, "learned": learned[torch.randperm(len(learned), generator=g)]}

@@ -24,38 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from interplab.checking import CheckSpecError, Exercise, Probe, torch_generator
+from interplab.checking import CheckSpecError, Exercise, Probe, Solutions, torch_generator
 
 ASSIGNMENT = "tsxai"
 MODELS = {"gunpoint": "fcn-gunpoint", "basicmotions": "fcn-basicmotions"}
 
-# Where probes find the reference solutions: the notebook's namespace (``__main__`` in a kernel),
-# unless a test binds another namespace with :func:`bind_reference`.
-_REFERENCE_NAMESPACE: dict[str, Any] | None = None
-
-
-def bind_reference(namespace: dict[str, Any] | None) -> None:
-    """Let probes call the reference functions found in ``namespace`` (tests use this)."""
-    global _REFERENCE_NAMESPACE
-    _REFERENCE_NAMESPACE = namespace
-
-
-def reference(name: str) -> Callable[..., Any]:
-    namespace = _REFERENCE_NAMESPACE
-    if namespace is None:
-        try:  # in a kernel: the notebook's namespace
-            from IPython import get_ipython
-
-            shell = get_ipython()
-            namespace = shell.user_ns if shell is not None else None
-        except ImportError:
-            pass
-    if namespace is None:
-        namespace = vars(sys.modules["__main__"])
-    fn = namespace.get(name)
-    if not callable(fn):
-        raise CheckSpecError(f"probes of tsxai need the reference {name!r}: run them from the master notebook")
-    return fn
+# Probes built from the reference solutions find them in the notebook's namespace (tests bind another).
+SOLUTIONS = Solutions(ASSIGNMENT)
+bind_reference, reference, variant, mapped = SOLUTIONS.bind, SOLUTIONS.reference, SOLUTIONS.variant, SOLUTIONS.mapped
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,21 +106,6 @@ def in_train_mode(model: nn.Module) -> nn.Module:
 def argmax_target(kwargs: dict[str, Any]) -> Tensor:
     with torch.no_grad():
         return kwargs["model"](kwargs["inputs"]).argmax(-1)
-
-
-def variant(name: str, **changes: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
-    """The reference ``name`` called with some arguments replaced (each change maps kwargs -> value)."""
-    def probe(**kwargs: Any) -> Any:
-        new = dict(kwargs)
-        for key, change in changes.items():
-            new[key] = change(kwargs)
-        return reference(name)(**new)
-    return probe
-
-
-def mapped(name: str, transform: Callable[[Any, dict[str, Any]], Any]) -> Callable[..., Any]:
-    """The reference ``name``'s output passed through ``transform(output, kwargs)``."""
-    return lambda **kwargs: transform(reference(name)(**kwargs), kwargs)
 
 
 def input_x_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:

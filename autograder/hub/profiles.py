@@ -137,35 +137,67 @@ class NoGpuFree(RuntimeError):
     """Every GPU of the inventory is leased; the message is what the student reads."""
 
 
-def gpu_inventory(configured: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The devices a GPU profile may lease on this machine: the UUIDs ``nvidia-smi -L`` lists (a GPU
-    split into MIG devices offers those instead of itself), else the configured ones."""
+@dataclass(frozen=True)
+class Gpu:
+    """A leasable device: its UUID (``GPU-...`` or ``MIG-...``, what CUDA_VISIBLE_DEVICES names) and
+    the device files that reach it alone (``/dev/nvidiaN`` for a whole GPU), hidden from every
+    server that does not hold it. A MIG device has none of its own here: its parent's file serves
+    every MIG device of that GPU, so MIG devices are kept apart by CUDA_VISIBLE_DEVICES only."""
+
+    uuid: str
+    files: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, entry: str) -> "Gpu":
+        """``UUID`` or ``UUID=/dev/nvidia0`` (several files joined by ``+``), as INTERPLAB_GPUS lists them."""
+        uuid, _, files = entry.partition("=")
+        return cls(uuid.strip(), tuple(f.strip() for f in files.split("+") if f.strip()))
+
+
+def gpu_inventory(configured: tuple[str, ...] = ()) -> tuple[Gpu, ...]:
+    """The devices a GPU profile may lease on this machine: what ``nvidia-smi`` lists (a GPU split
+    into MIG devices offers those instead of itself; a whole GPU comes with ``/dev/nvidia<minor>``),
+    else the configured ones."""
     import shutil
     import subprocess
 
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return tuple(configured)
+        return tuple(Gpu.parse(entry) for entry in configured)
     listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
-    devices: list[str] = []
+    minors = gpu_minor_numbers(subprocess.run([smi, "-q", "-x"], capture_output=True, text=True, timeout=30).stdout)
+    devices: list[Gpu] = []
     for line in listing.splitlines():
         uuid = line.rsplit("UUID: ", 1)[-1].rstrip(")").strip() if "UUID: " in line else ""
         if not uuid:
             continue
-        if uuid.startswith("MIG-") and devices and devices[-1].startswith("GPU-"):
+        if uuid.startswith("MIG-") and devices and devices[-1].uuid.startswith("GPU-"):
             devices.pop()  # the parent GPU is handed out as its MIG devices
-        devices.append(uuid)
-    return tuple(devices) or tuple(configured)
+        files = (f"/dev/nvidia{minors[uuid]}",) if uuid in minors else ()
+        devices.append(Gpu(uuid, files))
+    return tuple(devices) or tuple(Gpu.parse(entry) for entry in configured)
+
+
+def gpu_minor_numbers(xml: str) -> dict[str, str]:
+    """UUID -> minor number of each whole GPU in ``nvidia-smi -q -x``'s report."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    return {gpu.findtext("uuid", "").strip(): gpu.findtext("minor_number", "").strip()
+            for gpu in root.iter("gpu") if gpu.findtext("minor_number", "").strip().isdigit()}
 
 
 class GpuLeases:
     """Whole GPUs (or MIG devices) leased to one server at a time; the hub holds one of these."""
 
-    def __init__(self, devices: tuple[str, ...]):
+    def __init__(self, devices: tuple[Gpu, ...]):
         self.devices = devices
-        self.holders: dict[str, str] = {}  # device -> the server holding it
+        self.holders: dict[Gpu, str] = {}  # device -> the server holding it
 
-    def lease(self, server: str, count: int) -> list[str]:
+    def lease(self, server: str, count: int) -> list[Gpu]:
         """``count`` free devices for ``server`` (its earlier lease first), or :class:`NoGpuFree` at once."""
         self.release(server)
         free = [d for d in self.devices if d not in self.holders]
@@ -181,3 +213,8 @@ class GpuLeases:
     def release(self, server: str) -> None:
         for device in [d for d, holder in self.holders.items() if holder == server]:
             del self.holders[device]
+
+    def hidden_files(self, leased: list[Gpu]) -> list[str]:
+        """The device files of every GPU of the inventory but ``leased``: what a server must not open."""
+        mine = {f for gpu in leased for f in gpu.files}
+        return sorted({f for gpu in self.devices for f in gpu.files} - mine)

@@ -1,8 +1,10 @@
 """Where a student's server runs, and which combinations of spawner and login may start at all.
 
-``CourseLocalSpawner`` runs every student's server as the hub's own Unix user, with HOME under the
-hub's data directory. nbgrader's exchange would then see one Unix user for everyone (its
-``get_username`` reads the process owner), so the server's nbgrader config
+``CourseLocalSpawner`` runs every student's server as one shared Unix user: the hub's own, with
+HOME under the hub's data directory; or, when the hub runs as root, the unprivileged demo account
+(``demo_account``, ``interplab-demo`` by default), with HOMEs under that account's home, so that
+no student ever gets a root terminal. nbgrader's exchange would then see one Unix user for
+everyone (its ``get_username`` reads the process owner), so the server's nbgrader config
 (deploy/singleuser/nbgrader_config.py) sets ``CourseDirectory.student_id`` from JUPYTERHUB_USER,
 the identity the hub vouches for. That keeps submissions apart; it is no isolation between
 students (they share a Unix user), which is why ``refusal`` lets it run only with the demo login
@@ -12,7 +14,8 @@ on loopback.
 server runs as a Unix user of its own, created on first login (``unix_name_template``, uids from
 ``uid_min``-``uid_max``, home 0700), in cgroups that cap its memory, processes and CPU (the grading
 sandbox's cgroups, v1 or v2; the log says what is enforced), with the GPUs of a GPU profile leased
-to it alone (``CUDA_VISIBLE_DEVICES``) until it stops. The course directory, the instructor store
+to it alone until it stops (``CUDA_VISIBLE_DEVICES``, and the device files of every other GPU of the
+inventory are /dev/null in its mount namespace). The course directory, the instructor store
 and the gradebook belong to the instructors' account (``secure_course``), which also runs the
 formgrader and owns nbgrader's exchange, whose own modes keep outbound read-only and inbound
 write-only for students.
@@ -24,6 +27,7 @@ import os
 import pwd
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
@@ -51,9 +55,11 @@ def default_exchange(spawner: str, course: Path) -> Path:
     return Path("/srv/nbgrader/exchange") if spawner in ("docker", "kubernetes", "system") else Path(course) / "exchange"
 
 
-def refusal(spawner: str, auth: str, host: str, euid: int, tls: bool, uid_min: int, uid_max: int) -> str | None:
+def refusal(spawner: str, auth: str, host: str, euid: int, tls: bool, uid_min: int, uid_max: int,
+            demo_account_error: str | None = None) -> str | None:
     """Why the hub must not start with this configuration (one line: what is wrong, what to
-    choose), or None. Every rule of which combination is safe lives here."""
+    choose), or None. Every rule of which combination is safe lives here. ``demo_account_error``:
+    why the demo account (``demo_account``) cannot run the local spawner's servers, if it cannot."""
     if spawner not in SPAWNERS:
         return f"INTERPLAB_SPAWNER={spawner!r}: choose {', '.join(SPAWNERS)}"
     if auth not in LOGINS:
@@ -62,9 +68,14 @@ def refusal(spawner: str, auth: str, host: str, euid: int, tls: bool, uid_min: i
         return (f"refusing to start: the demo login has published passwords and the hub would listen on {host}. "
                 "Bind to 127.0.0.1, or choose a real login with INTERPLAB_AUTH=native|oauth|lti13.")
     if spawner == "local" and auth != "demo":
-        return ("refusing to start: INTERPLAB_SPAWNER=local runs every student's server as the hub's own Unix user "
-                f"(uid {euid}), so it serves only the demo login on loopback. For a class on one server choose "
-                "INTERPLAB_SPAWNER=system (one Unix user per student), or docker, kubernetes or slurm.")
+        return ("refusing to start: INTERPLAB_SPAWNER=local runs every student's server as one shared Unix user "
+                "(the hub's, or the demo account when the hub is root), so it serves only the demo login on loopback. "
+                "For a class on one server choose INTERPLAB_SPAWNER=system (one Unix user per student), or docker, "
+                "kubernetes or slurm.")
+    if spawner == "local" and euid == 0 and demo_account_error:
+        return (f"refusing to start: as root, INTERPLAB_SPAWNER=local runs the demo's servers as an unprivileged demo "
+                f"account, never as root, and {demo_account_error}. Fix that, set INTERPLAB_DEMO_ACCOUNT to another "
+                "name, or run the hub as a normal user.")
     if spawner == "system":
         if euid != 0:
             return ("refusing to start: INTERPLAB_SPAWNER=system creates a Unix user per student and starts "
@@ -80,14 +91,25 @@ def refusal(spawner: str, auth: str, host: str, euid: int, tls: bool, uid_min: i
 
 
 class CourseLocalSpawner(SimpleLocalProcessSpawner):
-    """A local process per student, as the hub's Unix user, HOME = ``<data>/home/<name>``."""
+    """A local process per student as one shared Unix user, HOME = ``home_dir_template``: the hub's
+    own user, or ``demo_account`` when the hub is root (never root itself)."""
 
     home_dir_template = Unicode("/tmp/interplab-home/{username}", config=True, help="HOME of each server")
+    demo_account = Unicode("", config=True,
+                           help="the unprivileged Unix account every server runs as when the hub is root")
+
+    async def start(self):
+        if os.geteuid() == 0 and not self.demo_account:  # fail closed: no configuration makes a root server
+            raise web.HTTPError(500, "refusing to start a student's server as root: set CourseLocalSpawner.demo_account")
+        return await super().start()
 
     def make_preexec_fn(self, name):
         home = self.home_dir
+        setuid = set_user_setuid(self.demo_account, chdir=False) if self.demo_account else None
 
         def preexec() -> None:
+            if setuid:
+                setuid()  # first: the home is made by the demo account, never by root
             os.makedirs(home, 0o700, exist_ok=True)
             os.chdir(home)
 
@@ -102,6 +124,15 @@ class CourseLocalSpawner(SimpleLocalProcessSpawner):
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self.home_dir, ".local", "share", "jupyter", "runtime")
         env["IPYTHONDIR"] = os.path.join(self.home_dir, ".ipython")
         return env
+
+
+# Run as the demo account by ``demo_account``: the server's interpreter, its packages and extension,
+# and each folder named on the command line must be usable by it.
+USABILITY_PROBE = (
+    "import os, sys, jupyterhub.singleuser, nbgrader, interplab.autograder.student_course\n"
+    "closed = [p for p in sys.argv[1:] if not os.access(p, os.R_OK | os.X_OK)]\n"
+    "sys.exit('it cannot read ' + ', '.join(closed) if closed else 0)\n"
+)
 
 
 class AccountError(RuntimeError):
@@ -138,6 +169,25 @@ def ensure_account(name: str, uid_min: int, uid_max: int, home: Path, comment: s
     return account
 
 
+def demo_account(name: str, uid_min: int, uid_max: int, home_root: Path, needs: list[Path]) -> pwd.struct_passwd:
+    """The unprivileged account the local spawner's servers run as when the hub is root, made with
+    ``ensure_account`` (home ``<home_root>/<name>``, 0700) and proven usable: it runs this
+    interpreter with the server's packages and can read every folder of ``needs``. Raises
+    ``AccountError`` saying what stops it (on most machines, a Python under /root, mode 0700)."""
+    account = ensure_account(name, uid_min, uid_max, home_root / name, "interplab demo servers")
+    try:
+        probe = subprocess.run([sys.executable, "-c", USABILITY_PROBE, *map(str, needs)], user=account.pw_uid,
+                               group=account.pw_gid, extra_groups=[], cwd=account.pw_dir, env={"PATH": "/usr/bin:/bin"},
+                               capture_output=True, text=True, timeout=300)
+    except OSError as exc:
+        raise AccountError(f"the demo account {name} cannot run {sys.executable} ({exc.strerror}): every folder "
+                           "above it must be open to others (chmod o+x, e.g. /root where Python lives under it)") from None
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AccountError(f"the demo account {name} cannot use the hub's Python and folders: {last}")
+    return account
+
+
 def secure_course(course: Path, account: pwd.struct_passwd) -> None:
     """The course directory (with the instructor store and the gradebook in it) owned by the
     instructors' account and closed to everyone else."""
@@ -160,6 +210,28 @@ def prepare_exchange(exchange: Path, course_id: str, account: pwd.struct_passwd)
     course_dir.chmod(0o755)
 
 
+CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x00020000, 4096, 16384, 1 << 18
+
+
+def hide_device_files(paths: list[str]) -> None:
+    """In a server's process, before it drops root: a mount namespace of its own in which each of
+    ``paths`` (the device files of GPUs it does not hold) is /dev/null. The server's user cannot
+    undo it (no capability) nor reach the host's mounts; a failure stops the start (fail closed)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    def ok(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), f"hiding GPU device files: {what}: {os.strerror(ctypes.get_errno())}")
+
+    ok(libc.unshare(CLONE_NEWNS), "unshare")
+    ok(libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "private mounts")
+    for path in paths:
+        ok(libc.mount(b"/dev/null", path.encode(), None, ctypes.c_ulong(MS_BIND), None), path)
+
+
 class SystemUserSpawner(LocalProcessSpawner):
     """Each student's server as a Unix user of its own, in cgroups, with leased GPUs."""
 
@@ -170,7 +242,7 @@ class SystemUserSpawner(LocalProcessSpawner):
     home_root = Unicode("/home", config=True, help="students' homes are <home_root>/<unix name>, mode 0700")
     max_processes = Integer(512, config=True, help="processes and threads of one server (cgroup pids.max)")
     configured_gpus = List(Unicode(), config=True,
-                           help="GPU or MIG UUIDs to lease where nvidia-smi is absent")
+                           help="GPUs to lease where nvidia-smi is absent: UUID or UUID=/dev/nvidiaN (device files)")
 
     _leases: profiles.GpuLeases | None = None  # one inventory per hub process, shared by every server
 
@@ -219,11 +291,14 @@ class SystemUserSpawner(LocalProcessSpawner):
     def make_preexec_fn(self, name: str):
         setuid = set_user_setuid(self.unix_name)
         procs = [str(p) for p in self._cgroup.procs_files] if self._cgroup else []
+        hidden = self.leases().hidden_files(self._gpus)
 
         def preexec() -> None:
             for path in procs:  # join the server's cgroups before dropping root: all it starts is counted
                 with open(path, "w") as f:
                     f.write(str(os.getpid()))
+            if hidden:
+                hide_device_files(hidden)
             setuid()
 
         return preexec
@@ -237,11 +312,11 @@ class SystemUserSpawner(LocalProcessSpawner):
         env = super().get_env()
         env["JUPYTER_CONFIG_PATH"] = str(SINGLEUSER_CONFIG)
         # an empty list hides every GPU from a CPU server
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpus)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in self._gpus)
         return env
 
     async def start(self):
-        self._gpus: list[str] = []
+        self._gpus: list[profiles.Gpu] = []
         self._cgroup = None
         profile = self.profile
         if profile.gpus:
@@ -260,7 +335,8 @@ class SystemUserSpawner(LocalProcessSpawner):
             else:
                 enforced = "nothing (no writable cgroups: run the hub as root on a host that delegates them)"
             self.log.info("server of %s as %s (uid %d), profile %s, GPUs %s; limits enforced: %s",
-                          self.user.name, self.unix_name, account.pw_uid, profile.slug, self._gpus or "none", enforced)
+                          self.user.name, self.unix_name, account.pw_uid, profile.slug,
+                          ", ".join(gpu.uuid for gpu in self._gpus) or "none", enforced)
             return await super().start()
         except BaseException:
             self._release()

@@ -18,8 +18,9 @@ Modes, chosen by the ``INTERPLAB_MODE`` environment variable:
     judged here: the autograder compares the bundle with hidden references in its own process.
 ``reference``
     Used by ``interplab build`` and ``interplab grade`` on the master notebook: like grading, plus the
-    probes' outputs, so that the build can store the references and the known-wrong answers; one
-    bundle per seed when ``INTERPLAB_HIDDEN_SEED`` lists several (each student's references).
+    probes' outputs on the public inputs, so that the build can store the references and the
+    known-wrong answers; one bundle per seed when ``INTERPLAB_HIDDEN_SEED`` lists several (each
+    student's references).
 
 Everything that leaves the kernel is JSON with arrays as base64 of raw little-endian bytes with a
 whitelisted dtype: never pickle, never code.
@@ -193,6 +194,43 @@ def torch_generator(rng: np.random.Generator):
     import torch
 
     return torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+
+
+class Solutions:
+    """The master's own solutions, for probes written as "the reference with one thing changed":
+    looked up by name in the notebook's namespace (the kernel's, ``__main__`` in plain Python) unless
+    a test binds another with :meth:`bind`. Probes run in the master's reference run only, where
+    those names are the reference solutions."""
+
+    def __init__(self, assignment: str) -> None:
+        self.assignment = assignment
+        self.namespace: dict[str, Any] | None = None
+
+    def bind(self, namespace: dict[str, Any] | None) -> None:
+        self.namespace = namespace
+
+    def reference(self, name: str) -> Callable[..., Any]:
+        namespace = self.namespace
+        if namespace is None:
+            try:
+                from IPython import get_ipython
+
+                shell = get_ipython()
+                namespace = shell.user_ns if shell is not None else None
+            except ImportError:
+                pass
+        fn = (namespace if namespace is not None else vars(sys.modules["__main__"])).get(name)
+        if not callable(fn):
+            raise CheckSpecError(f"probes of {self.assignment} need the reference {name!r}: run them from the master notebook")
+        return fn
+
+    def variant(self, name: str, **changes: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+        """The reference ``name`` called with some arguments replaced (each change maps kwargs -> value)."""
+        return lambda **kwargs: self.reference(name)(**{**kwargs, **{key: change(kwargs) for key, change in changes.items()}})
+
+    def mapped(self, name: str, transform: Callable[[Any, dict[str, Any]], Any]) -> Callable[..., Any]:
+        """The reference ``name``'s output passed through ``transform(output, kwargs)``."""
+        return lambda **kwargs: transform(self.reference(name)(**kwargs), kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,6 +581,10 @@ def judge(
 
 def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[str, dict[str, list[Any]]],
               failed_cases: dict[str, list[int]]) -> str | None:
+    """The message of the first probe whose outputs equal the student's on every failed input of the
+    splits it has outputs for (at least one). Reference runs compute probes on the public inputs
+    only: a known mistake shows there too, and probes on every student's hidden inputs cost most of
+    a reference run, for a message, not a score."""
     by_name = {p.name: p for p in exercise.probes}
     for name, probe_outputs in probes.items():
         probe = by_name.get(name)
@@ -550,6 +592,8 @@ def _diagnose(exercise: Exercise, outputs: dict[str, list[Any]], probes: dict[st
             continue
         matched = 0
         for split, failed in failed_cases.items():
+            if split not in probe_outputs:
+                continue
             for i in failed:
                 try:
                     ref = probe_outputs[split][i]
@@ -681,9 +725,8 @@ def check(exercise_id: str, obj: Any) -> None:
         if current == "reference":
             for p in exercise.probes:  # public outputs once, after the first seed's run (as a single run does)
                 probes_public.setdefault(p.name, exercise.run(p.fn, "public", PUBLIC_SEED))
-            bundle["seed"] = seed
-            bundle["probes"] = {p.name: {"public": probes_public[p.name], "hidden": exercise.run(p.fn, "hidden", seed)}
-                                for p in exercise.probes}
+            bundle["seed"] = seed  # probes on public inputs only: a mistake is named from those (see _diagnose)
+            bundle["probes"] = {p.name: {"public": probes_public[p.name]} for p in exercise.probes}
         _display(BUNDLE_MIME, bundle, f"<interplab check data for {exercise.id}>")
     # Re-raise the first error so the notebook shows it (and the build's validation can see it).
     for outcome in public:
