@@ -542,8 +542,6 @@ plt.show()
 # from `1.mid` to `1.post`. The tuned lens reaches 1.858, 0.761, 0.650, 0.152, 0.062, 0.034, 0.007,
 # 0.004 (top-1 0.508, 0.705, 0.740, 0.841, 0.876, 0.897, 0.943, 0.959), better than the logit lens at
 # every point, by a factor of 2.8 to 18.1 in KL.
-# The MLP sublayers (`mid` -> `post`) account for most of the logit lens's fall, 3.75 of the 5.27
-# nats (1.456 + 1.684 + 0.544 + 0.068), the attention sublayers for 1.51; layer 3 changes it little.
 #
 # **Questions.** The logit lens at the embedding is the model's "bigram guess" read through the final
 # LayerNorm and unembedding: why can a translator improve it so much without any attention? Where
