@@ -19,10 +19,12 @@ from interplab.autograder.student_course import PAGE_NAME
 from interplab.autograder.syllabus import course_assignments, due_for, points_text, when
 
 
-def course_page(course: Course, student: str | None, now: dt.datetime, released: set[str] | None = None) -> str:
-    """The page as markdown. ``released``: assignments students can fetch now (None: all)."""
+def course_page(course: Course, student: str | None, now: dt.datetime, released: set[str] | None = None,
+                infos: list[Any] | None = None) -> str:
+    """The page as markdown. ``released``: assignments students can fetch now (None: all);
+    ``infos``: ``course_assignments(course)`` when the caller has it already."""
     schedule = Schedule.of(course)
-    infos = course_assignments(course)
+    infos = course_assignments(course) if infos is None else infos
     scheduled = [info for info in infos if info.due]  # of this course's assignments only
     current = next((info for info in scheduled if info.due.due >= now), None)  # the first one not yet due
     lines = [f"# Welcome to {course.id}" + (f", {student}" if student else ""), ""]
@@ -74,10 +76,11 @@ def released_assignments(exchange: Path, course_id: str) -> set[str]:
 def student_course(course: Course, student: str | None, now: dt.datetime, released: set[str] | None = None) -> dict[str, Any]:
     """What the hub passes to ``student``'s server (``student_course.py``): the course page, and
     each assignment in course order with its week and the due date that applies to this student."""
+    infos = course_assignments(course)  # reads every master: once for the page and the list
     assignments = [{"assignment": info.slug, "week": info.due.week if info.due else None,
                     "due": when(due_for(course, info, student)) if info.due else None}
-                   for info in course_assignments(course)]
-    return {"page": course_page(course, student, now, released), "assignments": assignments}
+                   for info in infos]
+    return {"page": course_page(course, student, now, released, infos), "assignments": assignments}
 
 
 def course_environment(course_root: Path, exchange: Path) -> Callable[[Any], str]:
