@@ -71,16 +71,22 @@ def test_probe_matches_scikit_learn(ns) -> None:
 
 
 def test_logit_lens_matches_a_hand_written_unembedding(ns) -> None:
-    lm, cache = ns["lm"], ns["doc_cache"]
-    for hook in ("blocks.0.hook_resid_mid", "blocks.1.hook_resid_post"):
-        resid = cache[hook][:4].double()
+    """On the lenses' model (``toyworld-lm-4l``, Part 2) at every one of its residual points."""
+    from interplab.probing import LENS_POINTS
+
+    lm = ns["lens_lm"]
+    assert lm.cfg.n_layers == 4 and len(LENS_POINTS) == 9 and set(LENS_POINTS) <= set(lm.hook_dict)
+    with torch.no_grad():
+        logits, cache = lm.run_with_cache(ns["docs"].tokens[:4], names_filter=list(LENS_POINTS))
+    for hook in LENS_POINTS:
+        resid = cache[hook].double()
         centred = resid - resid.mean(-1, keepdim=True)
         normed = centred / (centred.pow(2).mean(-1, keepdim=True) + lm.cfg.eps).sqrt()
         normed = normed * lm.ln_final.w.double() + lm.ln_final.b.double()
         by_hand = normed @ lm.W_U.double() + lm.b_U.double()
-        torch.testing.assert_close(ns["logit_lens"](lm, cache[hook][:4]).double(), by_hand, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ns["logit_lens"](lm, cache[hook]).double(), by_hand, rtol=1e-4, atol=1e-4)
     # the last point's lens is the model itself
-    torch.testing.assert_close(ns["logit_lens"](lm, cache["blocks.1.hook_resid_post"]), ns["doc_logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ns["logit_lens"](lm, cache[LENS_POINTS[-1]]), logits, rtol=1e-4, atol=1e-4)
 
 
 def manual_logits(model, tokens: torch.Tensor, edit) -> torch.Tensor:

@@ -3,10 +3,10 @@
 Inputs are generated from each case's ``rng``: synthetic Gaussian classes for the probe and the
 eraser (anisotropic, unbalanced, with class-dependent means, so that the bias, the whitening and the
 centring all matter), Zipf-distributed token streams with skewed labels for the control task, real
-residual activations of fresh toy-world documents at random points of ``toyworld-lm`` for the
+residual activations of fresh toy-world documents at random points of ``toyworld-lm-4l`` for the
 lenses, random low-rank erasers and position masks, and fresh child/expert dialogue pairs
-(:func:`interplab.probing.persona_swap_pairs`) for the interchange exercises. The model is always the
-shipped ``toyworld-lm``.
+(:func:`interplab.probing.persona_swap_pairs`) for the interchange exercises. The lenses read the
+shipped ``toyworld-lm-4l`` (as in the notebook's Part 2), every other exercise the shipped ``toyworld-lm``.
 
 Training exercises are judged by properties the grader computes in its own process:
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.checking import Exercise, Probe, torch_generator
-from interplab.probing import RESID_POINTS, persona_swap_pairs
+from interplab.probing import LENS_MODEL, LENS_POINTS, RESID_POINTS, persona_swap_pairs
 
 ASSIGNMENT = "probing"
 FLOAT_TOL = {"float32": (1e-4, 1e-5), "float64": (1e-5, 1e-7)}  # float64: float32 results returned as Python floats
@@ -43,12 +43,12 @@ LEACE_TOL = {"float32": (2e-3, 2e-4)}  # eigen-decompositions in float32 or floa
 HELD_OUT_SEED = 31_337  # documents and pairs the training exercises are judged on (never given to the student)
 
 
-@functools.lru_cache(maxsize=1)
-def _shipped() -> tuple[Any, Any]:
+@functools.lru_cache(maxsize=2)
+def _shipped(name: str = "toyworld-lm") -> tuple[Any, Any]:
     from interplab import zoo
     from interplab.toyworld import ToyWorld
 
-    model = zoo.load("toyworld-lm")
+    model = zoo.load(name)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model, ToyWorld()
@@ -251,9 +251,9 @@ def _scores_control_on_real(W, b, W_control, b_control, X, y, y_control):
 
 
 def _logit_lens_case(rng: np.random.Generator) -> dict[str, Any]:
-    model, _ = _shipped()
+    model, _ = _shipped(LENS_MODEL)
     docs = _docs(rng, int(rng.integers(2, 5)))
-    hook = _pick(rng, RESID_POINTS)
+    hook = _pick(rng, LENS_POINTS)
     _, cache = model.run_with_cache(docs.tokens[:, :int(rng.integers(8, 30))], names_filter=[hook])
     return {"model": model, "resid": cache[hook]}
 
@@ -288,9 +288,9 @@ def _metrics_unmasked(lens_logits, final_logits, mask):
 
 
 def _tuned_case(rng: np.random.Generator) -> dict[str, Any]:
-    model, _ = _shipped()
+    model, _ = _shipped(LENS_MODEL)
     docs = _docs(rng, 16)
-    hook = _pick(rng, RESID_POINTS[:-1])
+    hook = _pick(rng, LENS_POINTS[:-1])
     logits, cache = model.run_with_cache(docs.tokens, names_filter=[hook])
     mask = docs.labels["loss_mask"].bool()
     return {"model": model, "resid": cache[hook][mask], "final_logits": logits[mask], "steps": 120, "lr": 3e-3,
@@ -304,7 +304,7 @@ def _call_tuned(fn, case: dict[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=8)
 def _held_out_lens_data(hook: str) -> tuple[torch.Tensor, torch.Tensor]:
-    model, world = _shipped()
+    model, world = _shipped(LENS_MODEL)
     docs = world.sample(48, HELD_OUT_SEED)
     logits, cache = model.run_with_cache(docs.tokens, names_filter=[hook])
     mask = docs.labels["loss_mask"].bool()
@@ -312,7 +312,7 @@ def _held_out_lens_data(hook: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _held_out_kl(A: np.ndarray, b: np.ndarray, hook: str) -> float:
-    model, _ = _shipped()
+    model, _ = _shipped(LENS_MODEL)
     resid, final = _held_out_lens_data(hook)
     with torch.no_grad():
         translated = resid @ torch.from_numpy(A.astype(np.float32)).T + torch.from_numpy(b.astype(np.float32))

@@ -5,7 +5,8 @@ student probes and intervenes on are the prompts the checks draw. No probing, le
 interchange code lives here: that is what the students write.
 
 * :data:`RESID_POINTS`: the five distinct points of ``toyworld-lm``'s residual stream
-  (``blocks.0.hook_resid_post`` and ``blocks.1.hook_resid_pre`` are the same point);
+  (``blocks.0.hook_resid_post`` and ``blocks.1.hook_resid_pre`` are the same point), and
+  :data:`LENS_POINTS`, the nine of ``toyworld-lm-4l`` (:data:`LENS_MODEL`), which the lenses read;
 * :func:`class_labels`: a toy-world label as a class index per token (``-1`` where the variable
   does not apply, at ``<bos>`` and on padding);
 * :func:`persona_swap_pairs`: (base, source) dialogues spoken by the child and the expert, each
@@ -24,8 +25,17 @@ import torch
 from interplab.steering import hard_questions, prompt_tokens
 from interplab.toyworld import DIFFICULTIES, DOC_TYPES, PERSONAS, SENTIMENTS, Batch, ToyWorld
 
-RESID_POINTS = ("blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid", "blocks.0.hook_resid_post",
-                "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post")
+
+def resid_points(n_layers: int) -> tuple[str, ...]:
+    """The ``2 * n_layers + 1`` distinct residual-stream points of an ``n_layers`` model, embedding
+    first (``blocks.{l}.hook_resid_pre`` for ``l > 0`` repeats ``blocks.{l-1}.hook_resid_post``)."""
+    return ("blocks.0.hook_resid_pre",
+            *(f"blocks.{layer}.hook_resid_{kind}" for layer in range(n_layers) for kind in ("mid", "post")))
+
+
+RESID_POINTS = resid_points(2)
+LENS_MODEL = "toyworld-lm-4l"  # the lenses read a deeper model: eight intermediate points, not four
+LENS_POINTS = resid_points(4)
 
 # label -> class names; a token's class is its toy-world code minus the offset ("none" is not a class)
 CLASSES: dict[str, tuple[str, ...]] = {
