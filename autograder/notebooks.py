@@ -136,7 +136,10 @@ def execute_concurrently(runs: list[tuple[NotebookNode, Path, dict[str, str]]],
     seconds = [0.0] * len(runs)
 
     async def one(index: int, nb: NotebookNode, cwd: Path, env: dict[str, str]) -> None:
-        client = NotebookClient(nb, timeout=timeout, kernel_name=KERNELSPEC["name"], allow_errors=True,
+        # iopub_timeout: a cell's outputs that arrive late on a loaded machine (nbclient waits 4 s by
+        # default, then drops them: a check result lost) are waited for as long as a cell may run.
+        client = NotebookClient(nb, timeout=timeout, iopub_timeout=timeout, kernel_name=KERNELSPEC["name"],
+                                allow_errors=True,
                                 kernel_manager_class=LocalIPCKernelManager,
                                 resources={"metadata": {"path": str(cwd)}},
                                 extra_arguments=["--HistoryManager.hist_file=:memory:"])

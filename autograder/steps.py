@@ -20,9 +20,10 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any, Sequence
 
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionComplete, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Enum, Unicode
@@ -77,7 +78,12 @@ class GradingExecute(Execute):
     course.toml's ``[grading]``): a per-cell and a per-notebook time limit and the output budget
     (autograder/sandbox/output.py: the kernel is stopped at a cap); a dead or stopped kernel ends
     the run with a clear error in the cell it broke in and "not run" in the cells after it. A
-    notebook :class:`ReplayExecution` filled is not run."""
+    notebook :class:`ReplayExecution` filled is not run.
+
+    A cell's outputs may arrive long after its reply on a loaded grading machine (the kernel's iopub
+    thread waits for a core): stock Execute gives them 4 s and then ends the whole run, which would
+    zero every later exercise of a correct submission. Here they get the cell's time limit; only a
+    dropped iopub connection (a message over every cap) ends the wait at once."""
 
     # A grading kernel gets no grace period to run its atexit hooks once the last cell is done: the
     # sandbox is torn down at once (saves ~0.2 s of idle waiting per notebook).
@@ -89,7 +95,7 @@ class GradingExecute(Execute):
         chosen = "kernel_manager_class" in kwargs
         super().__init__(*args, **kwargs)
         self.policy = SandboxPolicy.from_settings(self.config.get("SandboxedKernelManager", {}).get("grading_settings", {}))
-        self.timeout = self.policy.cell_timeout
+        self.timeout = self.iopub_timeout = self.policy.cell_timeout
         if not chosen:
             self.kernel_manager_class = kernel_manager_for(self.policy, self.log)
 
@@ -139,18 +145,29 @@ class GradingExecute(Execute):
         self._cell_index = index
         if self._stopped:
             raise DeadKernelError(self._stopped)
-        try:
-            result = super().preprocess_cell(cell, resources, index)
-            dropped = self.kc is not None and self.kc.dropped()
-        except CellTimeoutError:  # nbgrader's "Timeout waiting for IOPub output" after a drop
-            dropped = self.kc is not None and self.kc.dropped()
-            if not dropped:
-                raise
-        if dropped:  # zmq refused a message larger than every cap: iopub is lost, stop the kernel
+        result = super().preprocess_cell(cell, resources, index)
+        if self.kc is not None and self.kc.dropped():  # zmq refused a message larger than every cap: iopub is lost
             self._stop(self._budget.message_too_large(index))
         if self._stopped:
             raise DeadKernelError(self._stopped)
         return result
+
+    async def _async_poll_output_msg(self, parent_msg_id: str, cell: NotebookNode, cell_index: int) -> None:
+        """nbclient's collection of a cell's outputs (nbclient 0.11, pinned), which also ends when the
+        iopub connection was dropped: no idle status will come, and :meth:`preprocess_cell` stops
+        the kernel."""
+        while True:
+            try:
+                msg = await self.kc.iopub_channel.get_msg(timeout=1)
+            except Empty:
+                if self.kc.dropped():
+                    return
+                continue
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return
 
     def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int):
         """Charge every message to the output budget as it arrives, before nbclient keeps it."""

@@ -59,6 +59,7 @@ def course(tmp_path: Path) -> Path:
 
 def run_notebook(nb, workdir: Path, km, env: dict | None = None, timeout: int = 60, shutdown: bool = True):
     client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
+                            iopub_timeout=timeout,  # late outputs on a loaded machine are waited for, not lost
                             resources={"metadata": {"path": str(workdir)}})
     try:
         client.execute(env=dict(os.environ, **(env or {})))

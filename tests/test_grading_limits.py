@@ -135,6 +135,24 @@ def test_check_bundles_only_from_test_cells_and_under_their_own_cap():
     assert_stopped_at(result, out, 1, "max_check_output")
 
 
+def test_output_that_lags_the_reply_on_a_loaded_grader_is_kept_and_the_run_goes_on():
+    """On a busy grading machine a cell's outputs (iopub) can arrive seconds after its reply (shell):
+    nbgrader gives up after 4 s and ends the whole run, so every later exercise would score 0 for a
+    correct submission. Here the kernel sends each iopub message 8 s late from the second cell on:
+    both check results and the print must still be recorded, and the run end "ok"."""
+    hold_iopub = ("from IPython import get_ipython\npub = get_ipython().kernel.iopub_thread\n"
+                  "pub._really_send = (lambda send, later: lambda *a, **k: later(8, lambda: send(*a, **k)))"
+                  "(pub._really_send, pub.io_loop.call_later)\n")
+    nb = notebook(BUNDLE)
+    nb.cells.append(graded_cell(hold_iopub + "bundle(10)\nprint('late')"))
+    nb.cells.append(graded_cell("bundle(10)", "test_f"))
+    result, out = run(nb)
+    assert result.status == "ok", result.status
+    for cell in out.cells[1:]:
+        assert [BUNDLE_MIME in o.get("data", {}) for o in cell.outputs if o.output_type == "display_data"] == [True]
+    assert "late" in "".join(o.get("text", "") for o in out.cells[1].outputs if o.output_type == "stream")
+
+
 # ------------------------------------------------------------------------------------------------
 # disk
 

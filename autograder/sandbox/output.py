@@ -106,6 +106,7 @@ class GradingKernelClient(AsyncKernelClient):
 
     max_message = Integer(0, help="largest message accepted on any channel (0: no limit)").tag(config=True)
     _monitor: Any = None
+    _dropped = False
 
     def _create_connected_socket(self, channel: str, identity: bytes | None = None) -> zmq.Socket:
         """jupyter_client's, with MAXMSGSIZE set before connecting (it applies to later connections
@@ -122,15 +123,15 @@ class GradingKernelClient(AsyncKernelClient):
         return sock
 
     def dropped(self) -> bool:
-        """Whether the iopub connection was dropped (zmq refused a message over ``max_message``)."""
-        if self._monitor is None:
-            return False
+        """Whether the iopub connection was dropped (zmq refused a message over ``max_message``);
+        once it was, always."""
+        if self._monitor is None or self._dropped:
+            return self._dropped
         monitor = zmq.Socket.shadow(self._monitor.underlying)  # a synchronous view of the same socket
-        seen = False
         while monitor.poll(0):
             monitor.recv_multipart()
-            seen = True
-        return seen
+            self._dropped = True
+        return self._dropped
 
     def stop_channels(self) -> None:
         super().stop_channels()
