@@ -234,19 +234,6 @@ def remove_unix_user(name: str) -> None:
     subprocess.run(["userdel", "--remove", name], capture_output=True, timeout=60)
 
 
-def interpreter_reachable_by_all() -> None:
-    """The venv's interpreter lives where its Python was installed (pyenv under /root on the
-    development machine, mode 0700): let every user traverse (not list) the folders down to it, as
-    a site installs Python for its users. Nothing is made readable that was not already."""
-    import sys
-
-    target = Path(os.path.realpath(sys.executable)).parent
-    for folder in [target, *target.parents]:
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            folder.chmod(mode | 0o001)
-
-
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 

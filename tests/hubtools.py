@@ -159,9 +159,22 @@ def start_hub(course: Path, data: Path, students: tuple[str, ...] | None = None,
     raise RuntimeError(f"interplab hub not ready in {timeout} s:\n{hub.log()[-5000:]}")
 
 
+def interpreter_reachable_by_all() -> None:
+    """The venv's interpreter lives where its Python was installed (pyenv under /root on the
+    development machine, mode 0700): let every user traverse (not list) the folders down to it, as
+    a site installs Python for its users. Nothing is made readable that was not already."""
+    target = Path(os.path.realpath(sys.executable)).parent
+    for folder in [target, *target.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+
+
 def open_folder(prefix: str) -> Path:
     """A fresh folder under /tmp with ``home/`` in it that other Unix users may traverse (pytest's
-    and tempfile's own are root's alone)."""
+    and tempfile's own are root's alone), and the venv's interpreter within their reach: whichever
+    test runs first."""
+    interpreter_reachable_by_all()
     base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     base.chmod(0o711)
     (base / "home").mkdir(mode=0o755)

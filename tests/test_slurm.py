@@ -16,7 +16,6 @@ from cluster_services import (
     MINI_TOTALS,
     SlurmCluster,
     add_unix_user,
-    interpreter_reachable_by_all,
     mini_submissions,
     public_tempdir,
     remove_unix_user,
@@ -27,7 +26,16 @@ from cluster_services import (
 )
 
 from conftest import interplab, read_csv_rows
-from hubtools import api_token, login, make_tiny_course, spawn, start_hub, stop_hub, stop_server
+from hubtools import (
+    api_token,
+    interpreter_reachable_by_all,
+    login,
+    make_tiny_course,
+    spawn,
+    start_hub,
+    stop_hub,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 
